@@ -1,0 +1,41 @@
+"""What can go wrong, as exceptions a scheduler can act on.
+
+Every error a user can cause carries one line that says what was wrong and how to fix it; the CLI prints
+``str(error)`` and exits with ``error.exit_code``. None of them ever holds a secret.
+"""
+
+from __future__ import annotations
+
+
+class AvePointError(Exception):
+    """Base class of every error the connector raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(AvePointError):
+    """A configuration value is missing or invalid; raised before any request is sent.
+
+    Args:
+        key: The config key at fault, as the user writes it (e.g. ``page_size``).
+        problem: What is wrong and what would be valid, in one sentence.
+    """
+
+    exit_code = 2
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key = key
+        self.problem = problem
+        super().__init__(f"config error in sources.avepoint_dynamics.{key}: {problem}")
+
+
+class AuthError(AvePointError):
+    """The identity service refused us, or could not be reached; retrying would not help."""
+
+    exit_code = 3
+
+
+class ApiError(AvePointError):
+    """The jobs API failed for good: retries ran out, or it answered something that makes no sense."""
+
+    exit_code = 4

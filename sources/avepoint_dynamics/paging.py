@@ -1,0 +1,279 @@
+"""A frozen time window → every job in it, fetched concurrently, checked against the API's totals.
+
+Offsets are only trusted when every page agreed on the total and the pages hold exactly that many distinct
+jobs. Otherwise the collection moved under us (new jobs, retention purges, an unstable order), and the window
+is read again in time slices small enough to come back in one page each: one answer per slice is a
+consistent snapshot of that slice, whatever the server does between requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from array import array
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+from .client import JobsClient, JobsPage, Window
+from .errors import ApiError
+from .times import from_micros, parse_api_time, to_micros
+
+logger = logging.getLogger(__name__)
+
+#: Re-reading slices aims at this share of a page, leaving room for jobs that arrive in the meantime.
+_SLICE_FILL = 0.8
+#: Attempts at a slice whose answer contradicts itself before the API is declared broken.
+_SLICE_ATTEMPTS = 3
+#: Without a total, stop a server that never sends a short page after this many pages.
+_MAX_PAGES_WITHOUT_TOTAL = 100_000
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass
+class PagingStats:
+    """What reading cost, for logs, the CLI's progress and the tests."""
+
+    pages: int = 0
+    jobs: int = 0
+    rereads: int = 0
+    expected_jobs: int = 0
+
+
+@dataclass
+class _Tally:
+    """What the offset pass saw: totals, distinct ids (as 64-bit hashes: 8 bytes a job), start times."""
+
+    total: int | None
+    totals_agree: bool = True
+    rows: int = 0
+    id_hashes: array[int] = field(default_factory=lambda: array("q"))
+    starts: array[int] = field(default_factory=lambda: array("q"))
+
+    def add(self, page: JobsPage) -> None:
+        if page.total != self.total:
+            self.totals_agree = False
+        self.rows += len(page.jobs)
+        for job in page.jobs:
+            self.id_hashes.append(hash(str(job.get("jobId"))))
+            start = _start_micros(job)
+            if start is not None:
+                self.starts.append(start)
+
+    def consistent(self) -> bool:
+        return (
+            self.totals_agree and self.rows == self.total and len(set(self.id_hashes)) == self.total
+        )
+
+
+class WindowReader:
+    """Reads windows of jobs with at most ``client.query.max_concurrency`` requests in flight.
+
+    Args:
+        client: Fetches one page.
+        pool: Worker threads (as many as the concurrency).
+        on_page: Called with every page fetched (progress reporting).
+    """
+
+    def __init__(
+        self,
+        client: JobsClient,
+        pool: ThreadPoolExecutor,
+        on_page: Callable[[JobsPage], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.pool = pool
+        self.size = client.query.page_size
+        self.concurrency = client.query.max_concurrency
+        self.stats = PagingStats()
+        self._on_page = on_page
+
+    def read(self, window: Window) -> Iterator[list[dict[str, Any]]]:
+        """Yield every job that started in ``window``, page by page (a job may come twice after a re-read).
+
+        Raises:
+            ApiError: the API repeats a page, or reports a total it never delivers.
+        """
+        first = self._fetch(window, 1)
+        yield first.jobs
+        if first.total is None:
+            yield from self._walk_without_total(window, first)
+            return
+        self.stats.expected_jobs += first.total
+        tally = _Tally(first.total)
+        tally.add(first)
+        first_ids = _ids(first.jobs)
+        last_page = max(1, math.ceil(first.total / self.size))
+        for page in self._concurrently(range(2, last_page + 1), lambda n: self._fetch(window, n)):
+            if page.jobs and _ids(page.jobs) == first_ids:
+                raise ApiError(
+                    f"the API answered page {page.number} of window {window} with the jobs of page 1; "
+                    "it ignores paging, so the history cannot be read completely"
+                )
+            tally.add(page)
+            yield page.jobs
+        if tally.consistent():
+            return
+        self.stats.rereads += 1
+        logger.info(
+            "window %s changed while paging (total %s, %d rows, totals agree: %s); re-reading it in slices",
+            window,
+            first.total,
+            tally.rows,
+            tally.totals_agree,
+        )
+        yield from self._read_in_slices(window, tally.starts)
+
+    def read_all(self, windows: Iterable[Window]) -> Iterator[list[dict[str, Any]]]:
+        """Read several windows one after the other."""
+        for window in windows:
+            yield from self.read(window)
+
+    def _fetch(self, window: Window, number: int, size: int | None = None) -> JobsPage:
+        page = self.client.fetch_page(window, number, size)
+        self.stats.pages += 1
+        self.stats.jobs += len(page.jobs)
+        if self._on_page is not None:
+            self._on_page(page)
+        return page
+
+    def _walk_without_total(
+        self, window: Window, first: JobsPage
+    ) -> Iterator[list[dict[str, Any]]]:
+        """No total: page one at a time until a short page, refusing a page that repeats the last one."""
+        previous, page = _ids(first.jobs), first
+        while len(page.jobs) >= self.size:
+            if page.number >= _MAX_PAGES_WITHOUT_TOTAL:
+                raise ApiError(
+                    f"the API sent {page.number} full pages for window {window} and no total"
+                )
+            page = self._fetch(window, page.number + 1)
+            ids = _ids(page.jobs)
+            if page.jobs and ids == previous:
+                raise ApiError(
+                    f"the API answered page {page.number} of window {window} with the same jobs as "
+                    f"page {page.number - 1}; it ignores paging"
+                )
+            previous = ids
+            yield page.jobs
+
+    def _read_in_slices(self, window: Window, starts: array[int]) -> Iterator[list[dict[str, Any]]]:
+        """Read ``window`` again as slices that each fit one page; split a slice that no longer fits."""
+        queue = deque((piece, 1) for piece in _slices(window, starts, self.size))
+        pending: dict[Future[JobsPage], tuple[Window, int]] = {}
+        try:
+            while queue or pending:
+                while queue and len(pending) < self.concurrency:
+                    piece, attempt = queue.popleft()
+                    pending[self.pool.submit(self._fetch, piece, 1)] = (piece, attempt)
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    piece, attempt = pending.pop(future)
+                    page = future.result()
+                    total = len(page.jobs) if page.total is None else page.total
+                    if len(page.jobs) == total and total <= self.size:
+                        yield page.jobs  # the whole slice in one answer: a consistent snapshot
+                    elif len(page.jobs) >= self.size and total >= self.size:
+                        halves = _split(piece, page.jobs)
+                        if halves is None:
+                            yield from self._read_instant(piece)
+                        else:
+                            queue.extend((half, 1) for half in halves)
+                    elif attempt < _SLICE_ATTEMPTS:
+                        queue.append((piece, attempt + 1))
+                    else:
+                        raise ApiError(
+                            f"the API reports {total} jobs started in {piece} but sends "
+                            f"{len(page.jobs)} (asked {_SLICE_ATTEMPTS} times); that total cannot be reached"
+                        )
+        finally:
+            for future in pending:
+                future.cancel()
+
+    def _read_instant(self, window: Window) -> Iterator[list[dict[str, Any]]]:
+        """More than a page of jobs started in the same microsecond: offsets are all that is left."""
+        for _attempt in range(_SLICE_ATTEMPTS):
+            first = self._fetch(window, 1)
+            tally, pages = _Tally(first.total), [first.jobs]
+            tally.add(first)
+            for number in range(2, math.ceil((first.total or 0) / self.size) + 1):
+                page = self._fetch(window, number)
+                tally.add(page)
+                pages.append(page.jobs)
+            if first.total is None or tally.consistent():
+                yield from pages
+                return
+        raise ApiError(
+            f"the jobs started in {window} keep changing while they are read; try again later"
+        )
+
+    def _concurrently(self, items: Iterable[T], fetch: Callable[[T], R]) -> Iterator[R]:
+        """Run ``fetch`` over ``items`` with a bounded number in flight; yield results as they complete."""
+        source = iter(items)
+        pending: set[Future[R]] = set()
+        try:
+            while True:
+                while len(pending) < self.concurrency:
+                    item = next(source, _END)
+                    if item is _END:
+                        break
+                    pending.add(self.pool.submit(fetch, item))
+                if not pending:
+                    return
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield future.result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+_END: Any = object()
+
+
+def _ids(jobs: list[dict[str, Any]]) -> tuple[Any, ...]:
+    return tuple(job.get("jobId") for job in jobs)
+
+
+def _start_micros(job: dict[str, Any]) -> int | None:
+    raw = job.get("startTime")
+    if not isinstance(raw, str):
+        return None
+    try:
+        return to_micros(parse_api_time(raw))
+    except ValueError:
+        return None
+
+
+def _slices(window: Window, starts: Iterable[int], page_size: int) -> list[Window]:
+    """Cut ``window`` at observed start times so each slice should hold about 80 % of a page."""
+    per_slice = max(1, int(page_size * _SLICE_FILL))
+    ordered = sorted(starts)
+    bounds: list[datetime] = []
+    for index in range(per_slice, len(ordered), per_slice):
+        moment = from_micros(ordered[index])
+        after_last = not bounds or moment > bounds[-1]
+        inside = (window.start is None or moment > window.start) and moment < window.end
+        if after_last and inside:
+            bounds.append(moment)
+    edges: list[datetime | None] = [window.start, *bounds]
+    ends: list[datetime] = [*bounds, window.end]
+    return [Window(start, end) for start, end in zip(edges, ends, strict=True)]
+
+
+def _split(window: Window, jobs: list[dict[str, Any]]) -> list[Window] | None:
+    """Halve a slice in time; None when it cannot be cut (all its jobs started at the same microsecond)."""
+    starts = sorted(s for s in (_start_micros(job) for job in jobs) if s is not None)
+    low = to_micros(window.start) if window.start is not None else (starts[0] if starts else None)
+    high = to_micros(window.end)
+    if low is None or high - low < 2:
+        return None
+    middle = from_micros((low + high) // 2)
+    if window.start is not None and middle <= window.start:
+        return None
+    return [Window(window.start, middle), Window(middle, window.end)]

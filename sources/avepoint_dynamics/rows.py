@@ -1,0 +1,242 @@
+"""Job objects from the API → typed Arrow batches (one row per job, labels added), bad jobs set aside."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+from dlt.common.normalizers.naming.snake_case import NamingConvention
+
+from .settings import IN_PROGRESS_STATUS, status_label, type_label
+from .times import parse_api_time
+
+_UTC_MICROS = pa.timestamp("us", tz="UTC")
+
+
+class BadValue(ValueError):
+    """A field of a job that cannot be turned into its column type."""
+
+
+def _int(value: Any) -> int | None:
+    if value is None:
+        return None
+    if type(value) is int:
+        return value
+    if isinstance(value, bool):
+        raise BadValue(f"{value!r} is not a number")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise BadValue(f"{value!r} is not a whole number")
+
+
+def _float(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise BadValue(f"{value!r} is not a number")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            pass
+    raise BadValue(f"{value!r} is not a number")
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def _time(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadValue(f"{value!r} is not an ISO-8601 time")
+    try:
+        return parse_api_time(value)
+    except ValueError:
+        raise BadValue(f"{value!r} is not an ISO-8601 time") from None
+
+
+@dataclass(frozen=True)
+class Column:
+    """A field of the API's job object and the typed column it becomes."""
+
+    api_name: str
+    name: str
+    arrow_type: pa.DataType
+    convert: Callable[[Any], Any]
+    required: bool = False
+
+
+#: Every field of the job object (API_NOTES), in table order. Times become UTC timestamps, never strings.
+JOB_COLUMNS: tuple[Column, ...] = (
+    Column("jobId", "job_id", pa.string(), _text, required=True),
+    Column("startTime", "start_time", _UTC_MICROS, _time, required=True),
+    Column("finishTime", "finish_time", _UTC_MICROS, _time),
+    Column("durationHours", "duration_hours", pa.float64(), _float),
+    Column("status", "status", pa.int64(), _int),
+    Column("type", "type", pa.int64(), _int),
+    Column("module", "module", pa.string(), _text),
+    Column("objectType", "object_type", pa.int64(), _int),
+    Column("organizationId", "organization_id", pa.string(), _text),
+    Column("organizationName", "organization_name", pa.string(), _text),
+    *(
+        Column(f"{outcome}{unit}", f"{outcome}_{unit.lower()}", pa.int64(), _int)
+        for unit in ("Entity", "Record")
+        for outcome in ("successful", "failed", "skipped", "warning", "total")
+    ),
+    Column("backupSize", "backup_size", pa.int64(), _int),
+)
+_KNOWN = {column.api_name for column in JOB_COLUMNS}
+_naming = NamingConvention()
+
+
+def dlt_columns() -> dict[str, dict[str, Any]]:
+    """Column hints for the ``jobs`` table, so an empty first load still creates the typed table."""
+    kinds = {
+        pa.string(): "text",
+        pa.int64(): "bigint",
+        pa.float64(): "double",
+        _UTC_MICROS: "timestamp",
+    }
+    hints: dict[str, dict[str, Any]] = {
+        column.name: {"data_type": kinds[column.arrow_type], "nullable": not column.required}
+        for column in JOB_COLUMNS
+    }
+    hints["start_time"]["timezone"] = hints["finish_time"]["timezone"] = True
+    hints["type_name"] = {"data_type": "text", "nullable": True}
+    hints["status_name"] = {"data_type": "text", "nullable": True}
+    return hints
+
+
+@dataclass
+class RejectedJob:
+    """A job the API sent that cannot be loaded as a row; it goes to ``jobs_rejected`` instead."""
+
+    job_id: str | None
+    start_time: str | None
+    reason: str
+    raw: str
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "start_time_raw": self.start_time,
+            "reason": self.reason,
+            "raw_job": self.raw,
+        }
+
+
+@dataclass
+class JobBatch:
+    """Rows ready for dlt: one Arrow table of good jobs, the rejected ones, and what the state needs."""
+
+    table: pa.Table | None
+    rejected: list[RejectedJob] = field(default_factory=list)
+    open_jobs: dict[str, datetime] = field(default_factory=dict)
+    """Jobs still running (or without finish time), by id, with their start time."""
+
+
+class JobRows:
+    """Turns job objects into typed rows, one Arrow table per batch.
+
+    Args:
+        extra_columns: Constant columns added to every row (e.g. ``{"tenant": "contoso"}``).
+
+    Example:
+        >>> batch = JobRows().to_batch([{"jobId": "DCIB1", "startTime": "2024-06-15T03:00:01Z", "status": 3}])
+        >>> batch.table.column("status_name").to_pylist()
+        ['finished']
+    """
+
+    def __init__(self, extra_columns: dict[str, str] | None = None) -> None:
+        self._constants = dict(extra_columns or {})
+        self._extra_names: dict[str, str] = {}
+
+    def to_batch(self, jobs: Iterable[dict[str, Any]]) -> JobBatch:
+        """Convert jobs; a job with a value that does not fit its column is rejected, never dropped."""
+        values: dict[str, list[Any]] = {column.name: [] for column in JOB_COLUMNS}
+        extras: dict[str, list[Any]] = {}
+        rejected: list[RejectedJob] = []
+        open_jobs: dict[str, datetime] = {}
+        count = 0
+        for job in jobs:
+            try:
+                row = [self._convert(column, job) for column in JOB_COLUMNS]
+            except BadValue as error:
+                rejected.append(_reject(job, str(error)))
+                continue
+            for column, value in zip(JOB_COLUMNS, row, strict=True):
+                values[column.name].append(value)
+            for key in job.keys() - _KNOWN:
+                name = self._extra_name(key)
+                extras.setdefault(name, [None] * count).append(_text(job[key]))
+            count += 1
+            for column_values in extras.values():
+                if len(column_values) < count:
+                    column_values.append(None)
+            status, finish = row[4], row[2]
+            if status == IN_PROGRESS_STATUS or finish is None:
+                open_jobs[row[0]] = row[1]
+        if not count:
+            return JobBatch(None, rejected, open_jobs)
+        arrays = {
+            column.name: pa.array(values[column.name], type=column.arrow_type)
+            for column in JOB_COLUMNS
+        }
+        arrays["type_name"] = pa.array([type_label(code) for code in values["type"]], pa.string())
+        arrays["status_name"] = pa.array(
+            [status_label(code) for code in values["status"]], pa.string()
+        )
+        for name, column_values in sorted(extras.items()):
+            if name not in arrays:
+                arrays[name] = pa.array(column_values, pa.string())
+        for name, constant in self._constants.items():
+            arrays[name] = pa.array([constant] * count, pa.string())
+        return JobBatch(pa.table(arrays), rejected, open_jobs)
+
+    @staticmethod
+    def _convert(column: Column, job: dict[str, Any]) -> Any:
+        raw = job.get(column.api_name)
+        try:
+            value = column.convert(raw)
+        except BadValue as error:
+            raise BadValue(f"field {column.api_name}: {error}") from None
+        if value is None and column.required:
+            raise BadValue(f"field {column.api_name} is missing")
+        if column.name == "job_id" and not value:
+            raise BadValue("field jobId is empty")
+        return value
+
+    def _extra_name(self, api_name: str) -> str:
+        name = self._extra_names.get(api_name)
+        if name is None:
+            # New API fields arrive as text columns: a type that changes between pages can never break the table.
+            name = self._extra_names[api_name] = _naming.normalize_identifier(api_name)
+        return name
+
+
+def _reject(job: dict[str, Any], reason: str) -> RejectedJob:
+    job_id = job.get("jobId")
+    start = job.get("startTime")
+    return RejectedJob(
+        job_id=str(job_id) if job_id not in (None, "") else None,
+        start_time=str(start) if start is not None else None,
+        reason=reason,
+        raw=json.dumps(job, sort_keys=True, default=str),
+    )

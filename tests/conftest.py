@@ -1,0 +1,107 @@
+"""Shared fixtures: a simulator over real HTTPS on loopback, and a pipeline into a real DuckDB file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from avepoint_dynamics import AvePointCredentials, avepoint_dynamics
+from avepoint_pipelines.avepoint_pipeline import Target, run_load
+from avepoint_simulator import Simulator
+
+# dlt reads .dlt/ of the working directory and these env vars: keep tests independent of the developer's.
+for _name in list(os.environ):
+    if _name.startswith("SOURCES__AVEPOINT_DYNAMICS__"):
+        del os.environ[_name]
+
+
+def credentials_for(sim: Simulator, **overrides: Any) -> AvePointCredentials:
+    """The simulator's default app as connector credentials (client secret unless overridden)."""
+    values: dict[str, Any] = {
+        "client_id": sim.client_id,
+        "client_secret": sim.client_secret,
+        "identity_url": sim.identity_url,
+    }
+    values.update(overrides)
+    credentials = AvePointCredentials()
+    for key, value in values.items():
+        setattr(credentials, key, value)
+    return credentials
+
+
+@dataclass
+class Loader:
+    """Runs the real pipeline against a simulator into a DuckDB file of its own."""
+
+    sim: Simulator
+    workdir: Path
+    pipeline_name: str = "avepoint_test"
+    dataset: str = "avepoint"
+    source_args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def duckdb_path(self) -> Path:
+        return self.workdir / "jobs.duckdb"
+
+    def target(self) -> Target:
+        return Target(
+            destination="duckdb",
+            dataset_name=self.dataset,
+            pipeline_name=self.pipeline_name,
+            duckdb_path=str(self.duckdb_path),
+            pipelines_dir=str(self.workdir / "pipelines"),
+        )
+
+    def source(self, **args: Any) -> Any:
+        merged: dict[str, Any] = {
+            "credentials": credentials_for(self.sim),
+            "base_url": self.sim.base_url,
+            "ca_bundle": self.sim.ca_file,
+            "lookback_minutes": 0,
+            **self.source_args,
+            **args,
+        }
+        return avepoint_dynamics(**merged)
+
+    def load(self, **args: Any) -> Any:
+        return run_load(self.source(**args), self.target())
+
+    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        with duckdb.connect(str(self.duckdb_path), read_only=True) as con:
+            con.execute(f"SET search_path = '{self.dataset}'")
+            return con.execute(sql, list(params)).fetchall()
+
+    def rows(self) -> dict[str, dict[str, Any]]:
+        """Every loaded job by id, as column → value."""
+        with duckdb.connect(str(self.duckdb_path), read_only=True) as con:
+            cursor = con.execute(f"SELECT * FROM {self.dataset}.jobs")
+            names = [d[0] for d in cursor.description]
+            return {row[names.index("job_id")]: dict(zip(names, row, strict=True)) for row in cursor.fetchall()}
+
+    def state(self) -> dict[str, Any]:
+        import dlt
+
+        pipeline = dlt.pipeline(
+            pipeline_name=self.pipeline_name, pipelines_dir=str(self.workdir / "pipelines")
+        )
+        sources = pipeline.state.get("sources", {})
+        resource_state: dict[str, Any] = (
+            sources.get("avepoint_dynamics", {}).get("resources", {}).get("jobs", {})
+        )
+        return resource_state
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    with Simulator(jobs=3_000, seed=11) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def loader(sim: Simulator, tmp_path: Path) -> Loader:
+    return Loader(sim, tmp_path)

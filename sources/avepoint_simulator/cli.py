@@ -1,0 +1,130 @@
+"""``avepoint-simulator``: run the simulator as a process (for demos and users' CI).
+
+Prints one JSON line (``base_url``, ``identity_url``, ``client_id``, ``client_secret``,
+``ca_file``), then ``client_id: ...`` / ``client_secret: ...`` lines, and serves until Ctrl-C
+or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from types import FrameType
+
+from avepoint_simulator.faults import Faults
+from avepoint_simulator.simulator import Simulator
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="avepoint-simulator",
+        description="A local simulator of the AvePoint Cloud Backup for Dynamics 365 jobs API.",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)"
+    )
+    parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (default)")
+    parser.add_argument(
+        "--jobs", type=int, default=10_000, help="jobs in the history at start (default 10000)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the history and the faults (default 0)"
+    )
+    parser.add_argument(
+        "--latency-ms", type=float, default=0.0, help="latency added to each request"
+    )
+    parser.add_argument(
+        "--token-lifetime", type=float, default=3600, help="token lifetime in seconds"
+    )
+    parser.add_argument("--no-tls", action="store_true", help="serve plain HTTP instead of HTTPS")
+    parser.add_argument(
+        "--sort", choices=("newest", "oldest"), default="newest", help="order of results"
+    )
+    parser.add_argument(
+        "--wrapper", choices=("current", "draft"), default="current", help="answer shape"
+    )
+    parser.add_argument(
+        "--error-rate", type=float, default=0.0, help="probability of a 500/502/503"
+    )
+    parser.add_argument(
+        "--drop-rate", type=float, default=0.0, help="probability of a dropped connection"
+    )
+    parser.add_argument(
+        "--truncate-rate", type=float, default=0.0, help="probability of a cut-short 200"
+    )
+    parser.add_argument(
+        "--churn-per-page", type=int, default=0, help="jobs added and purged per jobs request"
+    )
+    parser.add_argument(
+        "--rate-limit", type=float, default=None, help="requests per second before 429s"
+    )
+    parser.add_argument(
+        "--arrivals-per-minute", type=float, default=None, help="new jobs per minute (live clock)"
+    )
+    parser.add_argument("--client-id", default=None, help="client id of the default app")
+    parser.add_argument("--client-secret", default=None, help="client secret of the default app")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run until interrupted. Returns the exit status (0 on Ctrl-C / SIGTERM, 2 on bad arguments)."""
+    args = _parser().parse_args(argv)
+    try:
+        faults = Faults(
+            latency_ms=args.latency_ms,
+            token_lifetime_s=args.token_lifetime,
+            sort=args.sort,
+            wrapper=args.wrapper,
+            error_rate=args.error_rate,
+            drop_rate=args.drop_rate,
+            truncate_rate=args.truncate_rate,
+            churn_per_page=args.churn_per_page,
+            rate_limit_per_second=args.rate_limit,
+        )
+    except ValueError as exc:
+        print(f"avepoint-simulator: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    sim = Simulator(
+        jobs=args.jobs,
+        seed=args.seed,
+        tls=not args.no_tls,
+        faults=faults,
+        host=args.host,
+        port=args.port,
+        arrivals_per_minute=args.arrivals_per_minute,
+        client_id=args.client_id,
+        client_secret=args.client_secret,
+    )
+    try:
+        sim.start()
+        info = sim.connection_info()
+        print(json.dumps(info))
+        print(f"base_url: {info['base_url']}")
+        print(f"client_id: {info['client_id']}")
+        print(f"client_secret: {info['client_secret']}")
+        if info["ca_file"]:
+            print(f"ca_file: {info['ca_file']}")
+        sys.stdout.flush()
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sim.stop()
+        signal.signal(signal.SIGTERM, previous)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

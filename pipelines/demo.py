@@ -1,0 +1,112 @@
+"""The demo: a simulated AvePoint tenant on loopback, the real pipeline, a DuckDB file and a summary."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import time
+from typing import Any
+
+import duckdb
+from avepoint_dynamics import AvePointCredentials, avepoint_dynamics
+
+from .avepoint_pipeline import Target, run_load
+
+SQL_TO_TRY = """SELECT organization_name,
+       max(finish_time) FILTER (WHERE type_name = 'backup' AND status_name = 'finished') AS last_good_backup,
+       count(*) FILTER (WHERE status_name = 'failed') AS failed_jobs
+FROM avepoint.jobs GROUP BY 1 ORDER BY 1;"""
+
+REAL_TENANT = """To load a real tenant, put the app registration in .dlt/secrets.toml:
+
+    [sources.avepoint_dynamics]
+    region = "us"                 # your AvePoint data center: us, we, ne, uk, au, jp, ..., gov, fedramp
+    [sources.avepoint_dynamics.credentials]
+    client_id = "<app id from AvePoint Online Services>"
+    client_secret = "<secret>"    # or private_key + certificate, or pfx_path + pfx_password
+
+then run:  avepoint-dynamics check   and   avepoint-dynamics load"""
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Start the simulator, load everything, let a night pass, load again, print what landed."""
+    from avepoint_simulator import Simulator
+
+    duckdb_path = os.path.abspath(args.duckdb_path)
+    workdir = duckdb_path + ".dlt"
+    for leftover in (duckdb_path, duckdb_path + ".wal", workdir):
+        if os.path.isdir(leftover):
+            shutil.rmtree(leftover)
+        elif os.path.exists(leftover):
+            os.remove(leftover)
+    target = Target(duckdb_path=duckdb_path, pipeline_name="avepoint_demo", pipelines_dir=workdir)
+
+    print(f"starting the AvePoint simulator with {args.jobs:,} jobs (seed {args.seed}) ...")
+    with Simulator(jobs=args.jobs, seed=args.seed, latency_ms=args.latency_ms) as sim:
+        credentials = AvePointCredentials()
+        credentials.client_id = sim.client_id
+        credentials.client_secret = sim.client_secret
+        credentials.identity_url = sim.identity_url
+
+        def source() -> Any:
+            return avepoint_dynamics(
+                credentials=credentials,
+                base_url=sim.base_url,
+                ca_bundle=sim.ca_file,
+                lookback_minutes=0,
+            )
+
+        print(f"simulator at {sim.base_url}; first load (the whole history) ...")
+        started = time.monotonic()
+        run_load(source(), target)
+        first_s = time.monotonic() - started
+        first_requests = sim.stats()["jobs_requests"]
+        print(f"  {args.jobs:,} jobs in {first_s:.1f} s, {first_requests} page requests")
+
+        print("a night passes: 120 new jobs arrive, every running job finishes; second load ...")
+        running = sum(1 for job in sim.world.ground_truth() if job["status"] == 2)
+        sim.world.finish_running()
+        sim.world.add_jobs(120, running=4)
+        sim.reset_stats()
+        started = time.monotonic()
+        run_load(source(), target)
+        print(
+            f"  incremental: {time.monotonic() - started:.1f} s, {sim.stats()['jobs_requests']} page "
+            f"requests; 120 new jobs, {running} jobs updated to their final state"
+        )
+        truth = len(sim.world.ground_truth())
+
+    print(summary(duckdb_path, truth))
+    print()
+    print(REAL_TENANT)
+    return 0
+
+
+def summary(duckdb_path: str, expected_total: int | None = None) -> str:
+    """Jobs by status and type, the newest job, where the file is, and a query to try."""
+    with duckdb.connect(duckdb_path, read_only=True) as con:
+        total = con.execute("SELECT count(*) FROM avepoint.jobs").fetchone()[0]  # type: ignore[index]
+        by_status = con.execute(
+            "SELECT status_name, count(*) FROM avepoint.jobs GROUP BY 1 ORDER BY 2 DESC"
+        ).fetchall()
+        by_type = con.execute(
+            "SELECT type_name, count(*) FROM avepoint.jobs GROUP BY 1 ORDER BY 2 DESC"
+        ).fetchall()
+        newest = con.execute(
+            "SELECT job_id, start_time, status_name, organization_name FROM avepoint.jobs "
+            "ORDER BY start_time DESC LIMIT 1"
+        ).fetchone()
+    lines = ["", f"DuckDB file: {duckdb_path}", f"jobs loaded: {total:,}"]
+    if expected_total is not None:
+        lines[-1] += (
+            f" (the API holds {expected_total:,}: {'equal' if total == expected_total else 'DIFFERENT'})"
+        )
+    lines.append("by status: " + ", ".join(f"{name} {count:,}" for name, count in by_status))
+    lines.append("by type:   " + ", ".join(f"{name} {count:,}" for name, count in by_type))
+    if newest:
+        lines.append(
+            f"newest job: {newest[0]} started {newest[1]:%Y-%m-%d %H:%M:%S} UTC, {newest[2]}, {newest[3]}"
+        )
+    lines.append(f'try:  duckdb {duckdb_path} "{" ".join(SQL_TO_TRY.split())}"')
+    return "\n".join(lines)

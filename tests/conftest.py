@@ -81,7 +81,10 @@ class Loader:
         with duckdb.connect(str(self.duckdb_path), read_only=True) as con:
             cursor = con.execute(f"SELECT * FROM {self.dataset}.jobs")
             names = [d[0] for d in cursor.description]
-            return {row[names.index("job_id")]: dict(zip(names, row, strict=True)) for row in cursor.fetchall()}
+            return {
+                row[names.index("job_id")]: dict(zip(names, row, strict=True))
+                for row in cursor.fetchall()
+            }
 
     def state(self) -> dict[str, Any]:
         import dlt

@@ -30,7 +30,14 @@ COLUMN_OF = {
     "backupSize": "backup_size",
 }
 STATUS_NAMES = {2: "in progress", 3: "finished", 4: "failed", 7: "finished with exception"}
-TYPE_NAMES = {1: "backup", 2: "restore", 4: "dry run", 8: "retention", 16: "audit backup", 32: "export"}
+TYPE_NAMES = {
+    1: "backup",
+    2: "restore",
+    4: "dry run",
+    8: "retention",
+    16: "audit backup",
+    32: "export",
+}
 
 
 def api_time(text: str | None) -> datetime | None:

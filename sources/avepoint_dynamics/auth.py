@@ -30,18 +30,22 @@ class _RootDiscoveryHttpClient:
     the same scheme and host) stays msal's own logic.
     """
 
-    def __init__(self, session: requests.Session, authority: str, identity_root: str) -> None:
+    def __init__(
+        self, session: requests.Session, authority: str, identity_root: str, verify: bool | str
+    ) -> None:
         self._session = session
+        self._verify = verify
         self._authority_discovery = authority + _DISCOVERY
         self._root_discovery = identity_root + _DISCOVERY
 
     def get(self, url: str, **kwargs: Any) -> requests.Response:
         if url == self._authority_discovery:
             url = self._root_discovery
-        return self._session.get(url, **kwargs)
+        # `verify` per request: requests lets REQUESTS_CA_BUNDLE override a session's `verify`.
+        return self._session.get(url, verify=self._verify, **kwargs)
 
     def post(self, url: str, **kwargs: Any) -> requests.Response:
-        return self._session.post(url, **kwargs)
+        return self._session.post(url, verify=self._verify, **kwargs)
 
     def close(self) -> None:
         self._session.close()
@@ -102,14 +106,15 @@ class TokenProvider:
     def _application(self) -> msal.ConfidentialClientApplication:
         if self._app is None:
             session = requests.Session()
-            session.verify = self._verify
             authority = self._identity_root + "/connect"
             try:
                 self._app = msal.ConfidentialClientApplication(
                     self._client_id,
                     client_credential=self._client_credential,
                     oidc_authority=authority,
-                    http_client=_RootDiscoveryHttpClient(session, authority, self._identity_root),
+                    http_client=_RootDiscoveryHttpClient(
+                        session, authority, self._identity_root, self._verify
+                    ),
                     timeout=self._timeout,
                     token_cache=msal.TokenCache(),  # memory only: tokens never touch disk
                 )

@@ -158,8 +158,9 @@ class JobsClient:
         self.retry = retry or RetryPolicy()
         self.limit = AdaptiveLimit(query.max_concurrency)
         self.requests_sent = 0
+        # Passed per request: requests lets REQUESTS_CA_BUNDLE override a session's `verify`.
+        self._verify = verify
         self._session = requests.Session()
-        self._session.verify = verify
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(query.max_concurrency, 4))
         self._session.mount("https://", adapter)
         self._session.mount("http://", adapter)
@@ -237,7 +238,7 @@ class JobsClient:
                 if window.start is not None:
                     body["startTime"] = format_api_time(window.start)
                 response = self._session.post(
-                    self._url, json=body, headers=headers, timeout=timeout
+                    self._url, json=body, headers=headers, timeout=timeout, verify=self._verify
                 )
             else:
                 params = {"pageIndex": number, "pageSize": size, **self.query.filters()}
@@ -245,10 +246,15 @@ class JobsClient:
                 if window.start is not None:
                     params["startTime"] = format_api_time(window.start)
                 response = self._session.get(
-                    self._url, params=params, headers=headers, timeout=timeout
+                    self._url, params=params, headers=headers, timeout=timeout, verify=self._verify
                 )
             if response.status_code == 429:
                 throttled, pause = True, _retry_after(response)
+        except requests.exceptions.SSLError as error:
+            raise ApiError(
+                f"TLS to {self._url} failed ({_short(str(error), 120)}); if a proxy or private CA "
+                "signs this host, set ca_bundle to its CA file"
+            ) from None
         except (requests.ConnectionError, requests.Timeout) as error:
             raise _Transient(f"{type(error).__name__}: {_short(str(error))}") from None
         except requests.exceptions.ChunkedEncodingError as error:

@@ -103,6 +103,7 @@ JOB_COLUMNS: tuple[Column, ...] = (
     Column("backupSize", "backup_size", pa.int64(), _int),
 )
 _KNOWN = {column.api_name for column in JOB_COLUMNS}
+_REQUIRED = {column.name for column in JOB_COLUMNS if column.required}
 _naming = NamingConvention()
 
 
@@ -208,7 +209,15 @@ class JobRows:
                 arrays[name] = pa.array(column_values, pa.string())
         for name, constant in self._constants.items():
             arrays[name] = pa.array([constant] * count, pa.string())
-        return JobBatch(pa.table(arrays), rejected, open_jobs)
+        fields = [
+            pa.field(name, array.type, nullable=name not in _REQUIRED)
+            for name, array in arrays.items()
+        ]
+        return JobBatch(
+            pa.Table.from_arrays(list(arrays.values()), schema=pa.schema(fields)),
+            rejected,
+            open_jobs,
+        )
 
     @staticmethod
     def _convert(column: Column, job: dict[str, Any]) -> Any:

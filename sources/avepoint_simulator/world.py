@@ -124,8 +124,9 @@ class World:
                 time.sleep(0.001)
                 now = wall_ticks()
             floor = last if last is not None else now - 86_400 * TICKS_PER_SECOND
-            # New arrivals cluster in the last minutes before now, as a live service's do.
-            low = max(floor, now - max(n, 1) * 60 * TICKS_PER_SECOND)
+            # A live service shows a job from the moment it starts: arrivals land in the last
+            # millisecond, never back-dated behind what a client may already have read.
+            low = max(floor, now - max(4 * n, TICKS_PER_SECOND // 1000))
             rng = self._rng
             starts = sorted(rng.randrange(low + 1, now) for _ in range(n))
             org = store.org_index(organization_id, create=True) if organization_id else None

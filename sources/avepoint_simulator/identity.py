@@ -271,7 +271,8 @@ class Identity:
         certificates = [x509.load_pem_x509_certificate(p.encode()) for p in app.certificate_pems]
         if not certificates:
             raise TokenError("invalid_client", "the client has no certificate registered")
-        x5t, x5t256 = header.get("x5t"), header.get("x5t#S256")
+        # msal keeps base64 padding on thumbprints, RFC 7515 drops it: accept both.
+        x5t, x5t256 = (str(header.get(k) or "").rstrip("=") or None for k in ("x5t", "x5t#S256"))
         if x5t or x5t256:
             certificates = [
                 c for c in certificates if thumbprints(c)[0] == x5t or thumbprints(c)[1] == x5t256

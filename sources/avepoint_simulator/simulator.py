@@ -137,7 +137,7 @@ class Simulator:
         self._server = SimulatorHTTPServer((self.host, self._requested_port), self, context)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.1},
+            kwargs={"poll_interval": 0.02},
             name="avepoint-simulator",
             daemon=True,
         )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import chain
 from typing import Any
@@ -118,29 +119,45 @@ def avepoint_dynamics(
         lookback_minutes=lookback_minutes,
     )
     credentials.msal_credential()  # fail on a bad credential config before dlt starts extracting
-    retry = RetryPolicy(max_attempts=_positive("max_attempts", max_attempts))
-    verify: bool | str = ca_bundle or True
-    constants = {"tenant": tenant} if tenant else None
-    return jobs(query, credentials, identity_root, verify, retry, constants, on_page)
+    setup = JobsSetup(
+        query=query,
+        credentials=credentials,
+        identity_root=identity_root,
+        verify=ca_bundle or True,
+        retry=RetryPolicy(max_attempts=_positive("max_attempts", max_attempts)),
+        constants={"tenant": tenant} if tenant else {},
+    )
+    resource = jobs(setup, on_page)
+    # check_connection reads the same validated settings from here, without extracting anything.
+    setattr(resource, "avepoint_setup", setup)  # noqa: B010
+    return resource
+
+
+@dataclass(frozen=True)
+class JobsSetup:
+    """Everything a run needs, validated: what to ask, who we are, how to connect."""
+
+    query: JobsQuery
+    credentials: AvePointCredentials
+    identity_root: str
+    verify: bool | str
+    retry: RetryPolicy
+    constants: dict[str, str]
+
+    def connect(self) -> tuple[TokenProvider, JobsClient]:
+        tokens = TokenProvider(self.credentials, self.identity_root, verify=self.verify)
+        return tokens, JobsClient(self.query, tokens, verify=self.verify, retry=self.retry)
 
 
 @dlt.resource(name="jobs", primary_key="job_id", write_disposition="merge", columns=dlt_columns())
-def jobs(
-    query: JobsQuery,
-    credentials: AvePointCredentials,
-    identity_root: str,
-    verify: bool | str = True,
-    retry: RetryPolicy | None = None,
-    constants: dict[str, str] | None = None,
-    on_page: Callable[[JobsPage], None] | None = None,
-) -> Iterator[Any]:
+def jobs(setup: JobsSetup, on_page: Callable[[JobsPage], None] | None = None) -> Iterator[Any]:
     """Every job in the run's windows as typed Arrow batches; bad jobs go to ``jobs_rejected``."""
+    query = setup.query
     state = dlt.current.resource_state()
     plan = plan_run(query, state, now=datetime.now(UTC))
     tracker = RunTracker(plan)
-    tokens = TokenProvider(credentials, identity_root, verify=verify)
-    client = JobsClient(query, tokens, verify=verify, retry=retry)
-    rows = JobRows(constants)
+    tokens, client = setup.connect()
+    rows = JobRows(setup.constants)
     logger.info(
         "reading jobs in %s (+%d open-job windows)", plan.new_jobs, len(plan.open_job_windows)
     )
@@ -185,28 +202,31 @@ def check_connection(source: Any = None, **source_args: Any) -> dict[str, Any]:
     """Prove the credentials and the API work: get a token, ask for one job, load nothing.
 
     Args:
-        source_args: The same arguments as :func:`avepoint_dynamics` (config fills the rest).
+        source: An ``avepoint_dynamics(...)`` source; built from ``source_args`` and dlt config if None.
+        source_args: The same arguments as :func:`avepoint_dynamics`.
 
     Returns:
-        ``{"api_url", "identity_url", "total_jobs", "api_version"}``.
+        ``{"api_url", "api_version", "identity_url", "total_jobs"}``.
 
     Raises:
-        ConfigError / AuthError / ApiError: with one line saying what to fix.
+        ConfigError, AuthError, ApiError: with one line saying what to fix.
+
+    Example:
+        >>> check_connection(region="us")["total_jobs"]
+        18422
     """
-    resource = (
-        source.resources["jobs"] if source is not None else avepoint_dynamics(**source_args).jobs
-    )
-    query, credentials, identity_root, verify, retry = resource._pipe.gen.args[:5]  # type: ignore[union-attr]
-    tokens = TokenProvider(credentials, identity_root, verify=verify)
-    client = JobsClient(query, tokens, verify=verify, retry=retry)
+    source = source if source is not None else avepoint_dynamics(**source_args)
+    setup: JobsSetup = source.resources["jobs"].avepoint_setup
+    _tokens, client = setup.connect()
     try:
-        page = client.fetch_page(Window(query.initial_start_time, datetime.now(UTC)), 1, 1)
+        window = Window(setup.query.initial_start_time, setup.query.end_time or datetime.now(UTC))
+        page = client.fetch_page(window, 1, 1)
     finally:
         client.close()
     return {
-        "api_url": query.base_url,
-        "api_version": query.api_version,
-        "identity_url": identity_root,
+        "api_url": setup.query.base_url,
+        "api_version": setup.query.api_version,
+        "identity_url": setup.identity_root,
         "total_jobs": page.total,
     }
 

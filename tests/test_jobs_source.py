@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from avepoint_dynamics import ApiError, ConfigError
+from avepoint_dynamics import ApiError, AvePointError, ConfigError
 from avepoint_simulator import Simulator
 
 from .conftest import Loader
@@ -285,8 +285,11 @@ def test_config_comes_from_dlt_env_vars(sim: Simulator, loader: Loader, monkeypa
 def _root(error: BaseException) -> BaseException:
     """The connector's own error under dlt's PipelineStepFailed wrappers."""
     seen = error
-    while True:
-        nested = getattr(seen, "exception", None) or seen.__cause__ or seen.__context__
+    while not isinstance(seen, AvePointError):
+        nested = getattr(seen, "exception", None) or seen.__cause__
+        if nested is None and not seen.__suppress_context__:
+            nested = seen.__context__
         if nested is None or nested is seen:
             return seen
         seen = nested
+    return seen

@@ -203,3 +203,44 @@ def test_control_over_http(client: SimClient, sim: Simulator) -> None:
     info = client.request("GET", "/_simulator/info").json()
     assert info["client_id"] == sim.client_id and info["base_url"] == sim.base_url
     assert client.request("POST", "/_simulator/reset_stats").json()["jobs_requests"] == 0
+
+
+def test_a_stalled_tls_client_does_not_block_others(client: SimClient, sim: Simulator) -> None:
+    import socket
+
+    stalled = socket.create_connection((sim.host, sim.port))  # connects, never says hello
+    try:
+        started = time.monotonic()
+        assert client.v1().status_code == 200
+        assert time.monotonic() - started < 5
+    finally:
+        stalled.close()
+
+
+def test_world_changes_while_clients_page(fresh_client: SimClient, fresh_sim: Simulator) -> None:
+    token = fresh_client.token
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def page() -> None:
+        c = SimClient(fresh_sim)
+        c._token = token
+        try:
+            while not stop.is_set():
+                assert c.v1({"pageInfo": {"currentPage": 3, "pageSize": 50}}).status_code == 200
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=page) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for _ in range(20):
+        fresh_sim.world.add_jobs(5, running=2)
+        fresh_sim.world.finish_running()
+        fresh_sim.world.purge_oldest(5)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert fresh_sim.world.total() == 500
+    assert fresh_sim.stats()["in_flight"] == 0

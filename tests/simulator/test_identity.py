@@ -61,7 +61,7 @@ class RootDiscoveryClient(requests.Session):
         self.trust_env = False
         self.verify = ca_file if ca_file else True
 
-    def get(self, url: str | bytes, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def get(self, url: str | bytes, **kwargs: Any) -> requests.Response:
         text = url.decode() if isinstance(url, bytes) else url
         if text.endswith("/.well-known/openid-configuration"):
             scheme, _, rest = text.partition("://")

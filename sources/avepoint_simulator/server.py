@@ -184,9 +184,23 @@ class Handler(BaseHTTPRequestHandler):
         self._route()
 
     def _route(self) -> None:
+        try:
+            body = self._read_body()
+        except ValueError:
+            self.close_connection = True  # we cannot tell where the next request starts
+            self._other(400, "Malformed Content-Length or chunked body.")
+            return
+        try:
+            self._dispatch(body)
+        except OSError:
+            raise  # the client went away: nothing to answer
+        except Exception as exc:  # a simulator bug must still answer, as a 500
+            self.close_connection = True
+            self._send_json(500, api.error_body(500, f"Simulator error: {exc!r}"))
+
+    def _dispatch(self, body: bytes) -> None:
         path, _, query = self.path.partition("?")
         lower = path.rstrip("/").lower() or "/"
-        body = self._read_body()
         if lower.startswith(CONTROL_PREFIX):
             self._control(lower[len(CONTROL_PREFIX) :], body)
             return

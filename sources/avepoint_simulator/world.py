@@ -119,10 +119,16 @@ class World:
             store = self._store
             now = wall_ticks()
             last = store.last_ticks()
-            while last is not None and now - last <= 2 * n:
-                # Too little room for n distinct starts before now; wait a few microseconds.
-                time.sleep(0.001)
-                now = wall_ticks()
+            if last is not None and last >= now - 2 * n - TICKS_PER_SECOND:
+                if last >= now:
+                    raise ValueError(
+                        "the newest job starts after the wall clock (was the simulator anchored "
+                        "with a future `now`?); new jobs must start before now"
+                    )
+                while now - last <= 2 * n:
+                    # Too little room for n distinct starts before now; wait a few microseconds.
+                    time.sleep(0.001)
+                    now = wall_ticks()
             floor = last if last is not None else now - 86_400 * TICKS_PER_SECOND
             # A live service shows a job from the moment it starts: arrivals land in the last
             # millisecond, never back-dated behind what a client may already have read.

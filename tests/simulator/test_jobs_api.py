@@ -347,3 +347,17 @@ def test_plain_http(avepoint_simulator_factory: Any) -> None:
 def test_pytest_plugin_fixture(avepoint_simulator: Simulator) -> None:
     assert avepoint_simulator.world.total() == 2_000
     assert SimClient(avepoint_simulator).v1().status_code == 200
+
+
+def test_malformed_http_framing(client: SimClient, sim: Simulator) -> None:
+    import socket
+    import ssl
+
+    context = ssl.create_default_context(cafile=sim.ca_file)
+    with (
+        socket.create_connection((sim.host, sim.port)) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        tls.sendall(b"POST /api/OpenApi/GetJobs HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n")
+        assert tls.recv(4096).startswith(b"HTTP/1.1 400")
+    assert client.request("GET", "/connect/token").status_code == 405

@@ -144,3 +144,23 @@ def test_million_jobs_page_fast() -> None:
                 == 100
             )
         assert time.monotonic() - begun < 3  # generous: ~ms each
+
+
+def test_add_jobs_refuses_a_future_anchor(avepoint_simulator_factory: Any) -> None:
+    future = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
+    sim = avepoint_simulator_factory(jobs=20, now=future, history_days=0.5)
+    with pytest.raises(ValueError, match="future"):
+        sim.world.add_jobs(1)
+
+
+def test_empty_history(avepoint_simulator_factory: Any) -> None:
+    sim = avepoint_simulator_factory(jobs=0)
+    client = SimClient(sim)
+    assert client.v1().json() == {
+        "totalCount": 0,
+        "pageIndex": 1,
+        "pageSize": 10,
+        "nextLink": None,
+        "jobs": [],
+    }
+    assert len(sim.world.add_jobs(3)) == 3 and client.v1().json()["totalCount"] == 3

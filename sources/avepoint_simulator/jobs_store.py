@@ -50,9 +50,9 @@ MODULES = {1: "Customer Engagement", 2: "Unified Operations"}
 #: Documented status codes; others exist and are undocumented.
 STATUS_NAMES = {2: "in progress", 3: "finished", 4: "failed", 7: "finished with exception"}
 
-_TYPE_WEIGHTS = {1: 80, 2: 4, 4: 2, 8: 8, 16: 5, 32: 1}
-_STATUS_WEIGHTS = {3: 88, 4: 5, 7: 7}
-_FINISH_STATUS_WEIGHTS = {3: 85, 4: 5, 7: 10}
+TYPE_WEIGHTS = {1: 80, 2: 4, 4: 2, 8: 8, 16: 5, 32: 1}
+STATUS_WEIGHTS = {3: 88, 4: 5, 7: 7}
+FINISH_STATUS_WEIGHTS = {3: 85, 4: 5, 7: 10}
 # (name, objectType, weight): several tenants' environments, CE and F&O.
 _ORGS = (
     ("contoso-prod", 1, 30),
@@ -101,7 +101,7 @@ def _table(weights: dict[int, int]) -> bytes:
     return bytes(out)
 
 
-def _pick(rng: random.Random, weights: dict[int, int]) -> int:
+def pick_weighted(rng: random.Random, weights: dict[int, int]) -> int:
     return rng.choices(list(weights), weights=list(weights.values()))[0]
 
 
@@ -153,9 +153,9 @@ class JobStore:
         getrandbits, log = rng.getrandbits, math.log
         span = int(history_days * 86_400 * TICKS_PER_SECOND)
         mean_gap = span / max(n, 1)
-        type_table = _table(_TYPE_WEIGHTS)
+        type_table = _table(TYPE_WEIGHTS)
         org_table = _table(self._org_weights)
-        status_table = _table(_STATUS_WEIGHTS)
+        status_table = _table(STATUS_WEIGHTS)
         powers = [10 ** (7 - d) for d in range(8)]
         ticks = array("q", bytes(8 * n))
         types, statuses, orgs = bytearray(n), bytearray(n), bytearray(n)
@@ -234,7 +234,7 @@ class JobStore:
 
     def pick_org(self, rng: random.Random) -> int:
         """A random organization of the original table, with the usual weights."""
-        return _pick(rng, self._org_weights)
+        return pick_weighted(rng, self._org_weights)
 
     # ------------------------------------------------------------------ queries
     def window(self, start: int | None, end: int | None) -> tuple[int, int]:

@@ -15,12 +15,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from avepoint_simulator.jobs_store import (
-    _FINISH_STATUS_WEIGHTS,
-    _STATUS_WEIGHTS,
-    _TYPE_WEIGHTS,
+    FINISH_STATUS_WEIGHTS,
+    STATUS_WEIGHTS,
+    TYPE_WEIGHTS,
     JobFilter,
     JobStore,
-    _pick,
+    pick_weighted,
 )
 from avepoint_simulator.times import TICKS_PER_SECOND, format_ticks, ticks_from_datetime
 
@@ -145,10 +145,10 @@ class World:
                     start = quantized
                 start = min(start, now - 1)
                 previous = start
-                status = 2 if i >= n - running else _pick(rng, _STATUS_WEIGHTS)
+                status = 2 if i >= n - running else pick_weighted(rng, STATUS_WEIGHTS)
                 pos = store.append(
                     start,
-                    _pick(rng, _TYPE_WEIGHTS),
+                    pick_weighted(rng, TYPE_WEIGHTS),
                     status,
                     org if org is not None else store.pick_org(rng),
                 )
@@ -186,7 +186,11 @@ class World:
             now = wall_ticks()
             finished = []
             for pos in positions:
-                final = status if status is not None else _pick(self._rng, _FINISH_STATUS_WEIGHTS)
+                final = (
+                    status
+                    if status is not None
+                    else pick_weighted(self._rng, FINISH_STATUS_WEIGHTS)
+                )
                 job = store.render(pos)
                 fresh = store.generate(pos, final, None)
                 for key in (

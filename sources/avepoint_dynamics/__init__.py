@@ -30,7 +30,7 @@ from .errors import ApiError, AuthError, AvePointError, ConfigError
 from .incremental import RunTracker, plan_run
 from .paging import WindowReader
 from .query import JobsQuery, build_query, resolve_hosts
-from .rows import JobRows, dlt_columns
+from .rows import JobRows, dlt_columns, rejected_table
 from .settings import DEFAULT_MAX_CONCURRENCY, DEFAULT_PAGE_SIZE
 
 __all__ = [
@@ -178,8 +178,15 @@ def jobs(setup: JobsSetup, on_page: Callable[[JobsPage], None] | None = None) ->
                 for job in batch.rejected:
                     logger.warning("job %s set aside in jobs_rejected: %s", job.job_id, job.reason)
                 yield dlt.mark.with_hints(
-                    [job.as_row() for job in batch.rejected],
-                    dlt.mark.make_hints(table_name="jobs_rejected", write_disposition="append"),
+                    rejected_table(batch.rejected),
+                    dlt.mark.make_hints(
+                        # Its own table, with none of the jobs table's keys or column hints (dlt
+                        # merges non-empty column hints of a variant with the resource's).
+                        table_name="jobs_rejected",
+                        write_disposition="append",
+                        primary_key=[],
+                        columns={},
+                    ),
                     create_table_variant=True,
                 )
     client.close()

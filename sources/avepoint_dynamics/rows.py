@@ -127,20 +127,16 @@ def dlt_columns() -> dict[str, dict[str, Any]]:
 
 @dataclass
 class RejectedJob:
-    """A job the API sent that cannot be loaded as a row; it goes to ``jobs_rejected`` instead."""
+    """A job the API sent that cannot be loaded as a row; it goes to ``jobs_rejected`` instead.
+
+    ``jobs_rejected`` (append): ``job_id``, ``start_time_raw``, ``reason``, ``raw_job`` (the job's JSON), so
+    nothing is silently dropped and the job can be inspected where the loaded rows are.
+    """
 
     job_id: str | None
     start_time: str | None
     reason: str
     raw: str
-
-    def as_row(self) -> dict[str, Any]:
-        return {
-            "job_id": self.job_id,
-            "start_time_raw": self.start_time,
-            "reason": self.reason,
-            "raw_job": self.raw,
-        }
 
 
 @dataclass
@@ -238,6 +234,18 @@ class JobRows:
             # New API fields arrive as text columns: a type that changes between pages can never break the table.
             name = self._extra_names[api_name] = _naming.normalize_identifier(api_name)
         return name
+
+
+def rejected_table(jobs: list[RejectedJob]) -> pa.Table:
+    """``jobs_rejected`` rows as an Arrow table: typed even when a column is all nulls."""
+    return pa.table(
+        {
+            "job_id": pa.array([job.job_id for job in jobs], pa.string()),
+            "start_time_raw": pa.array([job.start_time for job in jobs], pa.string()),
+            "reason": pa.array([job.reason for job in jobs], pa.string()),
+            "raw_job": pa.array([job.raw for job in jobs], pa.string()),
+        }
+    )
 
 
 def _reject(job: dict[str, Any], reason: str) -> RejectedJob:

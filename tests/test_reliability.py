@@ -1,0 +1,308 @@
+"""Nothing lost, nothing duplicated: faults, drift, crashes and answers that make no sense."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from avepoint_dynamics import ApiError, AuthError
+from avepoint_dynamics.client import JobsClient, Window
+from avepoint_dynamics.query import JobsQuery
+from avepoint_simulator import Faults, Simulator
+
+from .conftest import Loader
+from .expected import api_time, assert_rows_equal
+from .test_jobs_source import _root
+
+ALL_AT_ONCE = {
+    "error_rate": 0.10,
+    "drop_rate": 0.05,
+    "truncate_rate": 0.05,
+    "rate_limit_burst": 0.05,
+    "token_lifetime_s": 2,
+    "churn_per_page": 2,
+    "latency_ms": 5,
+}
+MATRIX = {
+    "5xx": {"error_rate": 0.3},
+    "drops": {"drop_rate": 0.2},
+    "truncated_bodies": {"truncate_rate": 0.2},
+    "429_bursts": {"rate_limit_burst": 0.2},
+    "429_http_date": {"rate_limit_burst": 0.2, "retry_after_format": "date"},
+    "in_flight_limit": {"max_in_flight": 2},
+    "short_tokens": {"token_lifetime_s": 1, "latency_ms": 15},
+    "churn": {"churn_per_page": 3},
+    "oldest_first_churn": {"churn_per_page": 3, "sort": "oldest"},
+}
+
+
+def assert_exact_after_faults(sim: Simulator, loader: Loader) -> None:
+    """Every job the API held for the whole run is loaded once with its state; extras are purged ones."""
+    rows = loader.rows()
+    (count, distinct) = loader.query("SELECT count(*), count(DISTINCT job_id) FROM jobs")[0]
+    assert count == distinct == len(rows)
+    truth = sim.world.ground_truth()
+    cursor = api_time(loader.state()["cursor"])
+    before_cursor = [j for j in truth if api_time(j["startTime"]) < cursor]  # type: ignore[operator]
+    assert_rows_equal(
+        {k: v for k, v in rows.items() if k in {j["jobId"] for j in before_cursor}}, before_cursor
+    )
+    oldest_left = min(api_time(j["startTime"]) for j in truth)  # type: ignore[type-var]
+    held = {j["jobId"] for j in truth}
+    for job_id, row in rows.items():
+        if job_id not in held:
+            assert row["start_time"] <= oldest_left, f"{job_id} is loaded but was never purged"
+
+
+@pytest.mark.parametrize("name", sorted(MATRIX))
+def test_each_fault_alone_leaves_the_destination_exact(name: str, tmp_path: Path) -> None:
+    with Simulator(jobs=1_200, seed=31, faults=Faults(**MATRIX[name])) as sim:
+        loader = Loader(sim, tmp_path)
+        loader.load(page_size=40, max_concurrency=4)
+        assert_exact_after_faults(sim, loader)
+
+        sim.set_faults(**{k: v for k, v in Faults().__dict__.items() if k in MATRIX[name]})
+        loader.load(page_size=40, max_concurrency=4)
+        assert_rows_equal(_held(loader, sim), sim.world.ground_truth())
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("sort", ["newest", "oldest"])
+def test_all_faults_together_several_seeds(seed: int, sort: str, tmp_path: Path) -> None:
+    with Simulator(jobs=1_500, seed=seed, faults=Faults(**ALL_AT_ONCE, sort=sort)) as sim:
+        loader = Loader(sim, tmp_path)
+        loader.load(page_size=40, max_concurrency=4)
+        stats = sim.stats()["requests"]
+        assert any(key.endswith(" 429") for key in stats), stats
+        assert any(key.endswith(" drop") for key in stats), stats
+        assert_exact_after_faults(sim, loader)
+
+        sim.world.finish_running()
+        sim.world.add_jobs(40, running=3)
+        loader.load(page_size=40, max_concurrency=4)
+        assert_exact_after_faults(sim, loader)
+
+
+def _held(loader: Loader, sim: Simulator) -> dict[str, dict[str, Any]]:
+    held = {j["jobId"] for j in sim.world.ground_truth()}
+    return {k: v for k, v in loader.rows().items() if k in held}
+
+
+def test_rate_limited_runs_slow_down_instead_of_hammering(tmp_path: Path) -> None:
+    with Simulator(jobs=2_000, seed=8, faults=Faults(max_in_flight=2, latency_ms=20)) as sim:
+        loader = Loader(sim, tmp_path)
+        loader.load(page_size=25, max_concurrency=8)
+
+        requests = sim.stats()["requests"]
+        throttled = sum(n for key, n in requests.items() if key.endswith(" 429"))
+        served = requests.get("GetJobs 200", 0)
+        assert served >= 80
+        assert throttled < served / 2, requests
+        assert_rows_equal(loader.rows(), sim.world.ground_truth())
+
+
+def test_concurrency_never_exceeds_the_setting(tmp_path: Path) -> None:
+    with Simulator(jobs=2_000, seed=9, latency_ms=20) as sim:
+        for setting in (1, 3):
+            sim.reset_stats()
+            Loader(sim, tmp_path / str(setting)).load(page_size=25, max_concurrency=setting)
+            assert sim.stats()["max_in_flight"] == setting
+
+
+def _client(sim: Simulator, loader: Loader, **query: Any) -> JobsClient:
+    from avepoint_dynamics.client import RetryPolicy
+
+    setup = loader.source().resources["jobs"].avepoint_setup
+    bent = JobsQuery(base_url=sim.base_url, **query)
+    tokens, _ = setup.connect()
+    return JobsClient(
+        bent, tokens, verify=setup.verify, retry=RetryPolicy(max_attempts=3, backoff_s=0.05)
+    )
+
+
+def test_retries_that_run_out_name_the_request_and_the_last_answer(
+    sim: Simulator, loader: Loader
+) -> None:
+    sim.set_faults(error_rate=1.0)
+    client = _client(sim, loader)
+    end = Window(None, api_time("2030-01-01T00:00:00Z"))  # type: ignore[arg-type]
+
+    with pytest.raises(ApiError) as failure:
+        client.fetch_page(end, 3)
+
+    message = str(failure.value)
+    assert "page 3 of window [beginning, 2030-01-01T00:00:00.000000Z)" in message
+    assert "after 3 attempts" in message and "HTTP 50" in message
+    assert sim.client_secret not in message and "\n" not in message
+    assert sim.stats()["jobs_requests"] == 3
+
+
+def test_a_400_is_not_retried(sim: Simulator, loader: Loader) -> None:
+    client = _client(sim, loader, page_size=500)  # past the API's limit, bypassing our own check
+
+    with pytest.raises(ApiError) as failure:
+        client.fetch_page(Window(None, api_time("2030-01-01T00:00:00Z")), 1)  # type: ignore[arg-type]
+
+    assert "HTTP 400" in str(failure.value) and "pageSize" in str(failure.value)
+    assert sim.stats()["jobs_requests"] == 1
+
+
+def test_a_401_that_persists_after_one_renewal_is_an_auth_error(tmp_path: Path) -> None:
+    with Simulator(jobs=100, seed=4, token_lifetime_s=0.001) as sim:
+        with pytest.raises(Exception) as failure:
+            Loader(sim, tmp_path).load()
+        error = _root(failure.value)
+        assert isinstance(error, AuthError) and "401 twice" in str(error)
+        assert sim.stats()["jobs_requests"] == 2
+        assert sim.stats()["token_requests"] == 2
+
+
+@pytest.mark.parametrize("mode", ["not_json", "html", "no_job_list"])
+def test_answers_that_are_not_a_job_list_fail_clearly_and_load_nothing(
+    sim: Simulator, loader: Loader, mode: str
+) -> None:
+    loader.load()
+    before = loader.query("SELECT count(*) FROM jobs")[0][0]
+    cursor = loader.state()["cursor"]
+    sim.world.add_jobs(5)
+    sim.set_faults(malformed_response=mode)
+
+    with pytest.raises(Exception) as failure:
+        loader.load(max_attempts=2)
+
+    error = _root(failure.value)
+    assert isinstance(error, ApiError)
+    expected = "no job list" if mode == "no_job_list" else "not complete JSON"
+    assert expected in str(error) and "page 1 of window" in str(error)
+    assert loader.query("SELECT count(*) FROM jobs")[0][0] == before
+    assert loader.state()["cursor"] == cursor
+
+    sim.set_faults(malformed_response=None)
+    loader.load()
+    assert_rows_equal(loader.rows(), sim.world.ground_truth())
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("jobId", None, "field jobId is missing"),
+        ("startTime", "31/12/2026 25:00", "field startTime"),
+        ("finishTime", "yesterday", "field finishTime"),
+        ("totalRecord", "lots", "field totalRecord"),
+        ("backupSize", [1, 2], "field backupSize"),
+    ],
+)
+def test_a_malformed_job_is_set_aside_counted_and_read_again(
+    sim: Simulator, loader: Loader, field: str, value: Any, reason: str
+) -> None:
+    loader.load()
+    first_cursor = loader.state()["cursor"]
+    new = sim.world.add_jobs(10)
+    bad = new[4]
+    if value is None:
+        sim.world.drop_field(bad["jobId"], field)
+    else:
+        sim.world.patch_job(bad["jobId"], **{field: value})
+
+    loader.load()
+
+    rejected = loader.query("SELECT job_id, reason, raw_job FROM jobs_rejected")
+    assert len(rejected) == 1
+    job_id, why, raw = rejected[0]
+    assert reason in why
+    assert json.loads(raw)["organizationId"] == bad["organizationId"]
+    if field != "jobId":
+        assert job_id == bad["jobId"]
+    rows = loader.rows()
+    assert bad["jobId"] not in rows
+    assert {j["jobId"] for j in new} - {bad["jobId"]} <= rows.keys()
+    cursor = loader.state()["cursor"]
+    if field == "startTime":
+        assert cursor == first_cursor  # cannot place the job in time: the window is read again
+    else:
+        assert api_time(cursor) <= api_time(bad["startTime"])  # type: ignore[operator]
+
+    sim.world.patch_job(bad["jobId"], **{field: bad[field]})
+    loader.load()
+    assert bad["jobId"] in loader.rows()
+    assert_rows_equal(loader.rows(), sim.world.ground_truth())
+
+
+def test_a_known_field_arriving_with_another_json_type_does_not_corrupt_the_table(
+    sim: Simulator, loader: Loader
+) -> None:
+    loader.load()
+    new = sim.world.add_jobs(3)
+    sim.world.patch_job(
+        new[0]["jobId"], totalRecord=str(new[0]["totalRecord"]), durationHours="0.5"
+    )
+    sim.world.patch_job(new[1]["jobId"], newCounter=5)
+    sim.world.patch_job(new[2]["jobId"], newCounter="five")
+
+    loader.load()
+
+    rows = loader.rows()
+    assert rows[new[0]["jobId"]]["total_record"] == new[0]["totalRecord"]
+    assert rows[new[0]["jobId"]]["duration_hours"] == 0.5
+    assert (rows[new[1]["jobId"]]["new_counter"], rows[new[2]["jobId"]]["new_counter"]) == (
+        "5",
+        "five",
+    )
+
+
+KILL_SCRIPT = """
+import sys
+from avepoint_dynamics import AvePointCredentials, avepoint_dynamics
+from avepoint_pipelines.avepoint_pipeline import Target, run_load
+
+base_url, identity, ca, client_id, secret, workdir = sys.argv[1:7]
+credentials = AvePointCredentials()
+credentials.client_id, credentials.client_secret, credentials.identity_url = client_id, secret, identity
+source = avepoint_dynamics(credentials=credentials, base_url=base_url, ca_bundle=ca, lookback_minutes=0,
+                           page_size=50, max_concurrency=2)
+run_load(source, Target(duckdb_path=workdir + "/jobs.duckdb", pipeline_name="avepoint_test",
+                        pipelines_dir=workdir + "/pipelines"))
+print("done")
+"""
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_killed_at_any_moment_the_next_run_finishes_exact(seed: int, tmp_path: Path) -> None:
+    rng = random.Random(seed)
+    with Simulator(jobs=4_000, seed=seed, latency_ms=10) as sim:
+        args = [
+            sim.base_url,
+            sim.identity_url,
+            str(sim.ca_file),
+            sim.client_id,
+            sim.client_secret,
+            str(tmp_path),
+        ]
+        command = [sys.executable, "-c", KILL_SCRIPT, *args]
+        clean_env = {k: v for k, v in os.environ.items() if not k.startswith("SOURCES__")}
+        for round_ in range(3):
+            process = subprocess.Popen(
+                command, env=clean_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+            time.sleep(rng.uniform(0.3, 4.0))
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=30)
+            sim.world.add_jobs(rng.randrange(1, 30), running=1)
+            if round_ == 1:
+                sim.world.finish_running()
+        finished = subprocess.run(
+            command, env=clean_env, capture_output=True, text=True, timeout=300
+        )
+        assert finished.returncode == 0, finished.stderr[-2000:]
+        loader = Loader(sim, tmp_path)
+        (count, distinct) = loader.query("SELECT count(*), count(DISTINCT job_id) FROM jobs")[0]
+        assert count == distinct
+        assert_rows_equal(loader.rows(), sim.world.ground_truth())

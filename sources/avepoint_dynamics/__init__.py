@@ -47,7 +47,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Jobs converted to one Arrow table at a time: big enough for fast columnar loading, small for memory.
-BATCH_JOBS = 10_000
+BATCH_JOBS = 5_000
 
 
 @dlt.source(name="avepoint_dynamics", max_table_nesting=0)

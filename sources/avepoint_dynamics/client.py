@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import email.utils
-import json
 import logging
 import random
 import threading
@@ -12,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
 import requests
 from requests.adapters import HTTPAdapter
 from tenacity import (
@@ -283,8 +283,10 @@ class JobsClient:
         if status >= 400:
             raise ApiError(f"the jobs API rejected {what} (HTTP {status}): {_short(response.text)}")
         try:
-            payload = json.loads(response.content)
-        except ValueError:
+            payload = orjson.loads(
+                response.content
+            )  # ~2x stdlib json, and pages are parsed on workers
+        except orjson.JSONDecodeError:
             raise _Transient(
                 f"HTTP {status} with a body that is not complete JSON "
                 f"({len(response.content)} bytes, starts {_short(response.text, 60)!r})"

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from dlt.common.normalizers.naming.snake_case import NamingConvention
+from dlt.common.schema.typing import TTableSchemaColumns
 
 from .settings import IN_PROGRESS_STATUS, status_label, type_label
 from .times import parse_api_time
 
 _UTC_MICROS = pa.timestamp("us", tz="UTC")
+_UTC_NANOS = pa.timestamp("ns", tz="UTC")
 
 
 class BadValue(ValueError):
@@ -107,7 +110,7 @@ _REQUIRED = {column.name for column in JOB_COLUMNS if column.required}
 _naming = NamingConvention()
 
 
-def dlt_columns() -> dict[str, dict[str, Any]]:
+def dlt_columns() -> TTableSchemaColumns:
     """Column hints for the ``jobs`` table, so an empty first load still creates the typed table."""
     kinds = {
         pa.string(): "text",
@@ -115,8 +118,8 @@ def dlt_columns() -> dict[str, dict[str, Any]]:
         pa.float64(): "double",
         _UTC_MICROS: "timestamp",
     }
-    hints: dict[str, dict[str, Any]] = {
-        column.name: {"data_type": kinds[column.arrow_type], "nullable": not column.required}
+    hints: TTableSchemaColumns = {
+        column.name: {"data_type": kinds[column.arrow_type], "nullable": not column.required}  # type: ignore[typeddict-item]
         for column in JOB_COLUMNS
     }
     hints["start_time"]["timezone"] = hints["finish_time"]["timezone"] = True
@@ -165,8 +168,31 @@ class JobRows:
         self._constants = dict(extra_columns or {})
         self._extra_names: dict[str, str] = {}
 
-    def to_batch(self, jobs: Iterable[dict[str, Any]]) -> JobBatch:
-        """Convert jobs; a job with a value that does not fit its column is rejected, never dropped."""
+    def to_batch(self, jobs: list[dict[str, Any]]) -> JobBatch:
+        """Convert jobs; a job with a value that does not fit its column is rejected, never dropped.
+
+        The common case is columnar (one ``pa.array`` per field, ~20x faster than a loop over rows);
+        a batch with any odd value is converted row by row instead, to find and set aside the culprits.
+        """
+        if not jobs:
+            return JobBatch(None)
+        arrays = _columns_fast(jobs)
+        if arrays is None:
+            return self._to_batch_row_by_row(jobs)
+        status, finish = arrays["status"], arrays["finish_time"]
+        still_open = pc.fill_null(
+            pc.or_kleene(pc.equal(status, IN_PROGRESS_STATUS), finish.is_null()), False
+        )
+        open_ids = arrays["job_id"].filter(still_open).to_pylist()
+        open_starts = arrays["start_time"].filter(still_open).to_pylist()
+        extras = {
+            key: [_text(job.get(key)) for job in jobs]
+            for key in set().union(*map(dict.keys, jobs)) - _KNOWN
+        }
+        table = self._table(arrays, extras, len(jobs))
+        return JobBatch(table, [], dict(zip(open_ids, open_starts, strict=True)))
+
+    def _to_batch_row_by_row(self, jobs: list[dict[str, Any]]) -> JobBatch:
         values: dict[str, list[Any]] = {column.name: [] for column in JOB_COLUMNS}
         extras: dict[str, list[Any]] = {}
         rejected: list[RejectedJob] = []
@@ -181,8 +207,7 @@ class JobRows:
             for column, value in zip(JOB_COLUMNS, row, strict=True):
                 values[column.name].append(value)
             for key in job.keys() - _KNOWN:
-                name = self._extra_name(key)
-                extras.setdefault(name, [None] * count).append(_text(job[key]))
+                extras.setdefault(key, [None] * count).append(_text(job[key]))
             count += 1
             for column_values in extras.values():
                 if len(column_values) < count:
@@ -196,24 +221,26 @@ class JobRows:
             column.name: pa.array(values[column.name], type=column.arrow_type)
             for column in JOB_COLUMNS
         }
-        arrays["type_name"] = pa.array([type_label(code) for code in values["type"]], pa.string())
-        arrays["status_name"] = pa.array(
-            [status_label(code) for code in values["status"]], pa.string()
-        )
-        for name, column_values in sorted(extras.items()):
-            if name not in arrays:
-                arrays[name] = pa.array(column_values, pa.string())
+        return JobBatch(self._table(arrays, extras, count), rejected, open_jobs)
+
+    def _table(
+        self, arrays: dict[str, pa.Array], extras: dict[str, list[Any]], count: int
+    ) -> pa.Table:
+        """Typed columns + labels + new API fields (as text) + constant columns, in a stable order."""
+        columns = dict(arrays)
+        columns["type_name"] = _labels(arrays["type"], type_label)
+        columns["status_name"] = _labels(arrays["status"], status_label)
+        for key in sorted(extras):
+            name = self._extra_name(key)
+            if name not in columns:
+                columns[name] = pa.array(extras[key], pa.string())
         for name, constant in self._constants.items():
-            arrays[name] = pa.array([constant] * count, pa.string())
+            columns[name] = pa.array([constant] * count, pa.string())
         fields = [
             pa.field(name, array.type, nullable=name not in _REQUIRED)
-            for name, array in arrays.items()
+            for name, array in columns.items()
         ]
-        return JobBatch(
-            pa.Table.from_arrays(list(arrays.values()), schema=pa.schema(fields)),
-            rejected,
-            open_jobs,
-        )
+        return pa.Table.from_arrays(list(columns.values()), schema=pa.schema(fields))
 
     @staticmethod
     def _convert(column: Column, job: dict[str, Any]) -> Any:
@@ -246,6 +273,60 @@ def rejected_table(jobs: list[RejectedJob]) -> pa.Table:
             "raw_job": pa.array([job.raw for job in jobs], pa.string()),
         }
     )
+
+
+def _labels(codes: pa.Array, label: Callable[[int | None], str | None]) -> pa.Array:
+    values = codes.to_pylist()
+    names = {code: label(code) for code in set(values)}
+    return pa.array([names[code] for code in values], pa.string())
+
+
+def _columns_fast(jobs: list[dict[str, Any]]) -> dict[str, pa.Array] | None:
+    """All known columns at once with Arrow's converters, or None if any value needs a closer look."""
+    arrays: dict[str, pa.Array] = {}
+    for column in JOB_COLUMNS:
+        raw = [job.get(column.api_name) for job in jobs]
+        try:
+            array = _FAST[column.convert](raw, column.arrow_type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            return None
+        if array is None or (column.required and array.null_count):
+            return None
+        arrays[column.name] = array
+    if pc.any(pc.equal(arrays["job_id"], "")).as_py():
+        return None
+    return arrays
+
+
+def _fast_int(raw: list[Any], arrow_type: pa.DataType) -> pa.Array | None:
+    # Inferred, not forced: pa.array([2.5], pa.int64()) would silently truncate to 2.
+    array = pa.array(raw)
+    if array.type == pa.int64():
+        return array
+    return array.cast(arrow_type) if array.type == pa.null() else None
+
+
+def _fast_float(raw: list[Any], arrow_type: pa.DataType) -> pa.Array | None:
+    array = pa.array(raw)
+    return array.cast(arrow_type) if array.type in (pa.float64(), pa.int64(), pa.null()) else None
+
+
+def _fast_text(raw: list[Any], arrow_type: pa.DataType) -> pa.Array | None:
+    return pa.array(raw, arrow_type)  # raises on a non-string value: the row path renders it
+
+
+def _fast_time(raw: list[Any], arrow_type: pa.DataType) -> pa.Array | None:
+    # Nanoseconds first so 7 fractional digits (.NET ticks) parse; then truncate to microseconds,
+    # as the row path does. A time without a zone raises here and is read as UTC by the row path.
+    return pa.array(raw, pa.string()).cast(_UTC_NANOS).cast(arrow_type, safe=False)
+
+
+_FAST: dict[Callable[[Any], Any], Callable[[list[Any], pa.DataType], pa.Array | None]] = {
+    _int: _fast_int,
+    _float: _fast_float,
+    _text: _fast_text,
+    _time: _fast_time,
+}
 
 
 def _reject(job: dict[str, Any], reason: str) -> RejectedJob:

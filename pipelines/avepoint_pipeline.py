@@ -11,6 +11,8 @@ import dlt
 from dlt.common.pipeline import LoadInfo
 from dlt.pipeline.pipeline import Pipeline
 
+from .views import refresh_views_after_load
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_PIPELINE = "avepoint_dynamics"
@@ -48,8 +50,13 @@ def make_pipeline(target: Target) -> Pipeline:
         pipeline_name=target.pipeline_name,
         destination=destination,
         dataset_name=target.dataset_name,
-        pipelines_dir=target.pipelines_dir,
+        pipelines_dir=target.pipelines_dir,  # type: ignore[arg-type]  # None: dlt's default folder
     )
+
+
+def load_file_format(target: Target) -> Any:
+    """Parquet where the destination takes it (Arrow batches go straight in); else dlt's choice."""
+    return "parquet" if target.destination in COLUMNAR_DESTINATIONS else None
 
 
 def finish_pending(pipeline: Pipeline) -> bool:
@@ -70,9 +77,15 @@ def finish_pending(pipeline: Pipeline) -> bool:
 
 
 def run_load(source: Any, target: Target | None = None) -> LoadInfo:
-    """Extract, normalize and load ``source`` into ``target``; finishes a crashed run's package first."""
+    """Extract, normalize and load ``source`` into ``target``; finishes a crashed run's package first.
+
+    After the load, the analyst views (:mod:`avepoint_pipelines.views`) are created or replaced.
+    """
     target = target or Target()
     pipeline = make_pipeline(target)
     finish_pending(pipeline)
-    file_format = "parquet" if target.destination in COLUMNAR_DESTINATIONS else None
-    return pipeline.run(source, loader_file_format=file_format)  # type: ignore[arg-type]
+    file_format = load_file_format(target)
+    info = pipeline.run(source, loader_file_format=file_format)
+    # The views follow the table's columns (a tenant column may appear): recreate them after every load.
+    refresh_views_after_load(pipeline)
+    return info

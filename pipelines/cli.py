@@ -1,4 +1,4 @@
-"""``avepoint-dynamics``: load, backfill, check, demo, state, reset — with exit codes schedulers can act on.
+"""``avepoint-dynamics``: load, backfill, check, demo, state, reset, report — with exit codes schedulers can act on.
 
 Exit codes: 0 ok, 1 unexpected failure, 2 configuration error, 3 authentication error, 4 API failure,
 130 interrupted.
@@ -25,6 +25,8 @@ from .avepoint_pipeline import (
     make_pipeline,
     run_load,
 )
+from .report import DEFAULT_DAYS, DEFAULT_REPORT, ReportError, write_report
+from .views import DEFAULT_STALE_AFTER_HOURS
 
 logger = logging.getLogger("avepoint_dynamics.cli")
 
@@ -110,6 +112,8 @@ def _target(args: argparse.Namespace) -> Target:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
+    if getattr(args, "tenants", None):
+        return _load_tenants(args)
     progress = Progress(sys.stderr, quiet=args.quiet)
     source = avepoint_dynamics(**_source_args(args), on_page=progress)
     info = run_load(source, _target(args))
@@ -117,6 +121,28 @@ def cmd_load(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(_load_summary(info, progress))
     return EXIT_OK
+
+
+def _load_tenants(args: argparse.Namespace) -> int:
+    """Every tenant in its own run; the exit code is the worst tenant's."""
+    from .tenants import run_tenants
+
+    tenants = [name.strip() for name in args.tenants.split(",") if name.strip()]
+    progress = Progress(sys.stderr, quiet=args.quiet)
+    shared = {k: v for k, v in _source_args(args).items() if k != "tenant"}
+    results = run_tenants(tenants, _target(args), on_page=progress, **shared)
+    progress.close()
+    worst = EXIT_OK
+    for result in results:
+        if result.ok:
+            if not args.quiet:
+                print(f"tenant {result.tenant}: ok")
+            continue
+        assert result.error is not None
+        message, code = describe_failure(result.error)
+        print(f"error: tenant {result.tenant}: {message}", file=sys.stderr)
+        worst = max(worst, code)
+    return worst
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
@@ -178,6 +204,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    try:
+        path = write_report(
+            args.duckdb_path,
+            args.output,
+            args.dataset,
+            stale_after_hours=args.stale_hours,
+            days=args.days,
+        )
+    except ReportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    if not args.quiet:
+        print(f"report written to {path.resolve()}")
+    return EXIT_OK
+
+
 def _load_summary(info: Any, progress: Progress) -> str:
     packages = len(getattr(info, "loads_ids", []) or [])
     return (
@@ -217,7 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--object-type")
         command.add_argument("--max-concurrency", type=int)
         command.add_argument("--ca-bundle")
-        command.add_argument("--tenant")
+        command.add_argument("--tenant", help="name for a tenant column in every row")
+        command.add_argument(
+            "--tenants",
+            help="several tenants, comma-separated; each reads [sources.avepoint_dynamics_<name>]",
+        )
 
     load = commands.add_parser("load", help="incremental load (the scheduled job)")
     target_options(load)
@@ -246,6 +293,21 @@ def build_parser() -> argparse.ArgumentParser:
     target_options(reset)
     reset.add_argument("--yes", action="store_true", help="do not ask")
     reset.set_defaults(func=cmd_reset)
+
+    report = commands.add_parser(
+        "report", help="write a self-contained HTML report of the analyst views (DuckDB)"
+    )
+    report.add_argument("--duckdb-path", default=DEFAULT_DUCKDB, help="DuckDB file")
+    report.add_argument("--dataset", default=DEFAULT_DATASET, help="dataset / schema name")
+    report.add_argument("--output", default=DEFAULT_REPORT, help="HTML file to write")
+    report.add_argument(
+        "--stale-hours",
+        type=float,
+        default=None,
+        help=f"a backup older than this is stale (default: the views', {DEFAULT_STALE_AFTER_HOURS:g})",
+    )
+    report.add_argument("--days", type=int, default=DEFAULT_DAYS, help="days in the outcomes chart")
+    report.set_defaults(func=cmd_report)
 
     demo = commands.add_parser("demo", help="simulator + real pipeline + DuckDB file + summary")
     demo.add_argument("--jobs", type=int, default=20_000)

@@ -128,6 +128,12 @@ def avepoint_dynamics(
         constants={"tenant": tenant} if tenant else {},
     )
     resource = jobs(setup, on_page)
+    if tenant:
+        # Tenants share the jobs table; job ids are only known to be unique within a tenant.
+        resource.apply_hints(
+            primary_key=["tenant", "job_id"],
+            columns={"tenant": {"name": "tenant", "data_type": "text", "nullable": False}},
+        )
     # check_connection reads the same validated settings from here, without extracting anything.
     setattr(resource, "avepoint_setup", setup)  # noqa: B010
     return resource

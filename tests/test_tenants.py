@@ -1,0 +1,106 @@
+"""Several tenants in one pipeline: own config and state each, a tenant column, failures kept apart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dlt
+import pytest
+from avepoint_dynamics import ApiError, ConfigError
+from avepoint_pipelines.avepoint_pipeline import Target
+from avepoint_pipelines.tenants import run_tenants
+from avepoint_simulator import Simulator
+
+from .conftest import Loader
+from .expected import assert_rows_equal
+from .test_jobs_source import _root
+
+
+def _configure(monkeypatch: pytest.MonkeyPatch, tenant: str, sim: Simulator) -> None:
+    prefix = f"SOURCES__AVEPOINT_DYNAMICS_{tenant.upper()}__"
+    monkeypatch.setenv(prefix + "BASE_URL", sim.base_url)
+    monkeypatch.setenv(prefix + "CA_BUNDLE", str(sim.ca_file))
+    monkeypatch.setenv(prefix + "LOOKBACK_MINUTES", "0")
+    monkeypatch.setenv(prefix + "MAX_ATTEMPTS", "2")
+    monkeypatch.setenv(prefix + "CREDENTIALS__CLIENT_ID", sim.client_id)
+    monkeypatch.setenv(prefix + "CREDENTIALS__CLIENT_SECRET", sim.client_secret)
+    monkeypatch.setenv(prefix + "CREDENTIALS__IDENTITY_URL", sim.identity_url)
+
+
+def _by_tenant(loader: Loader) -> dict[str, dict[str, dict[str, Any]]]:
+    grouped: dict[str, dict[str, dict[str, Any]]] = {}
+    with __import__("duckdb").connect(str(loader.duckdb_path), read_only=True) as con:
+        cursor = con.execute("SELECT * FROM avepoint.jobs")
+        names = [d[0] for d in cursor.description]
+        for values in cursor.fetchall():
+            row = dict(zip(names, values, strict=True))
+            grouped.setdefault(row["tenant"], {})[row["job_id"]] = row
+    return grouped
+
+
+def test_tenants_load_side_by_side_and_one_failure_spares_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with (
+        Simulator(jobs=800, seed=101) as contoso,
+        Simulator(jobs=500, seed=202) as fabrikam,
+    ):
+        _configure(monkeypatch, "contoso", contoso)
+        _configure(monkeypatch, "fabrikam", fabrikam)
+        loader = Loader(contoso, tmp_path)
+        target: Target = loader.target()
+
+        first = run_tenants(["contoso", "fabrikam"], target)
+
+        assert [r.ok for r in first] == [True, True]
+        rows = _by_tenant(loader)
+        assert_rows_equal(rows["contoso"], contoso.world.ground_truth())
+        assert_rows_equal(rows["fabrikam"], fabrikam.world.ground_truth())
+        pipeline = dlt.pipeline(
+            pipeline_name=target.pipeline_name, pipelines_dir=target.pipelines_dir
+        )
+        states = pipeline.state["sources"]
+        fabrikam_state = states["avepoint_dynamics_fabrikam"]["resources"]["jobs"]
+        assert "cursor" in states["avepoint_dynamics_contoso"]["resources"]["jobs"]
+        assert (
+            fabrikam_state["cursor"]
+            != states["avepoint_dynamics_contoso"]["resources"]["jobs"]["cursor"]
+        )
+        primary = [
+            name
+            for name, column in pipeline.default_schema.tables["jobs"]["columns"].items()
+            if column.get("primary_key")
+        ]
+        assert sorted(primary) == ["job_id", "tenant"]
+
+        contoso.world.add_jobs(7)
+        fabrikam.world.add_jobs(5)
+        fabrikam.set_faults(error_rate=1.0)
+
+        second = run_tenants(["contoso", "fabrikam"], target)
+
+        assert second[0].ok and not second[1].ok
+        assert isinstance(_root(second[1].error), ApiError)  # type: ignore[arg-type]
+        rows = _by_tenant(loader)
+        assert_rows_equal(rows["contoso"], contoso.world.ground_truth())
+        assert len(rows["fabrikam"]) == 500  # the earlier load is intact
+        pipeline = dlt.pipeline(
+            pipeline_name=target.pipeline_name, pipelines_dir=target.pipelines_dir
+        )
+        assert (
+            pipeline.state["sources"]["avepoint_dynamics_fabrikam"]["resources"]["jobs"]
+            == fabrikam_state
+        )
+
+        fabrikam.set_faults(error_rate=0.0)
+        third = run_tenants(["contoso", "fabrikam"], target)
+        assert all(r.ok for r in third)
+        assert_rows_equal(_by_tenant(loader)["fabrikam"], fabrikam.world.ground_truth())
+
+
+def test_tenant_names_are_checked_before_anything_runs(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as failure:
+        run_tenants(["good", "Bad-Name"], Target(duckdb_path=str(tmp_path / "x.duckdb")))
+    assert "Bad-Name" in str(failure.value)
+    assert not (tmp_path / "x.duckdb").exists()

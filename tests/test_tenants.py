@@ -81,7 +81,7 @@ def test_tenants_load_side_by_side_and_one_failure_spares_the_others(
         second = run_tenants(["contoso", "fabrikam"], target)
 
         assert second[0].ok and not second[1].ok
-        assert isinstance(_root(second[1].error), ApiError)  # type: ignore[arg-type]
+        assert second[1].error is not None and isinstance(_root(second[1].error), ApiError)
         rows = _by_tenant(loader)
         assert_rows_equal(rows["contoso"], contoso.world.ground_truth())
         assert len(rows["fabrikam"]) == 500  # the earlier load is intact

@@ -77,7 +77,14 @@ def run_demo(args: argparse.Namespace) -> int:
         )
         truth = len(sim.world.ground_truth())
 
+    from .report import write_report
+
+    report = write_report(duckdb_path, os.path.splitext(duckdb_path)[0] + "_report.html")
     print(summary(duckdb_path, truth))
+    print(f"job-health report (open it in a browser): {report}")
+    print(
+        "views to query: job_outcomes_daily, job_failures, job_duration_percentiles, backup_freshness"
+    )
     print()
     print(REAL_TENANT)
     return 0
@@ -108,5 +115,9 @@ def summary(duckdb_path: str, expected_total: int | None = None) -> str:
         lines.append(
             f"newest job: {newest[0]} started {newest[1]:%Y-%m-%d %H:%M:%S} UTC, {newest[2]}, {newest[3]}"
         )
-    lines.append(f'try:  duckdb {duckdb_path} "{" ".join(SQL_TO_TRY.split())}"')
+    query = " ".join(SQL_TO_TRY.split())
+    lines.append("one SQL query to try (the duckdb Python package is enough):")
+    lines.append(
+        f'  python -c "import duckdb; duckdb.sql(\\"ATTACH \'{duckdb_path}\' AS db; USE db\\"); duckdb.sql(\\"{query}\\").show()"'
+    )
     return "\n".join(lines)

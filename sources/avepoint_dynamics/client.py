@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import requests
+import requests.auth
 from requests.adapters import HTTPAdapter
 from tenacity import (
     RetryCallState,
@@ -77,6 +78,20 @@ class RetryPolicy:
     backoff_s: float = 0.5
     max_delay_s: float = 30.0
     timeout_s: float = 60.0
+
+
+class _Bearer(requests.auth.AuthBase):
+    """The bearer token as requests' auth: also spares requests a ~/.netrc lookup on every page."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._token}"
+        return request
+
+    def __repr__(self) -> str:
+        return "_Bearer(<token>)"  # never the token itself
 
 
 class _Transient(Exception):
@@ -223,7 +238,8 @@ class JobsClient:
         return self._read(response, number, what)
 
     def _send(self, window: Window, number: int, size: int, token: str) -> requests.Response:
-        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        headers = {"Accept": "application/json"}
+        auth = _Bearer(token)
         timeout = (min(10.0, self.retry.timeout_s), self.retry.timeout_s)
         self.limit.acquire()
         throttled, pause = False, None
@@ -238,7 +254,12 @@ class JobsClient:
                 if window.start is not None:
                     body["startTime"] = format_api_time(window.start)
                 response = self._session.post(
-                    self._url, json=body, headers=headers, timeout=timeout, verify=self._verify
+                    self._url,
+                    json=body,
+                    headers=headers,
+                    auth=auth,
+                    timeout=timeout,
+                    verify=self._verify,
                 )
             else:
                 params = {"pageIndex": number, "pageSize": size, **self.query.filters()}
@@ -246,7 +267,12 @@ class JobsClient:
                 if window.start is not None:
                     params["startTime"] = format_api_time(window.start)
                 response = self._session.get(
-                    self._url, params=params, headers=headers, timeout=timeout, verify=self._verify
+                    self._url,
+                    params=params,
+                    headers=headers,
+                    auth=auth,
+                    timeout=timeout,
+                    verify=self._verify,
                 )
             if response.status_code == 429:
                 throttled, pause = True, _retry_after(response)

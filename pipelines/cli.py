@@ -234,6 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="avepoint-dynamics",
         description="Load the job history of AvePoint Cloud Backup for Dynamics 365 with dlt.",
     )
+    # -q / -v work before or after the command: `avepoint-dynamics -q load` and `... load -q`.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="errors only"
+    )
+    common.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging"
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress, errors only")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -266,14 +274,18 @@ def build_parser() -> argparse.ArgumentParser:
             help="several tenants, comma-separated; each reads [sources.avepoint_dynamics_<name>]",
         )
 
-    load = commands.add_parser("load", help="incremental load (the scheduled job)")
+    load = commands.add_parser(
+        "load", parents=[common], help="incremental load (the scheduled job)"
+    )
     target_options(load)
     source_options(load)
     load.add_argument("--initial-start-time", help="where the very first load starts (ISO-8601)")
     load.set_defaults(func=cmd_load, end_time=None)
 
     backfill = commands.add_parser(
-        "backfill", help="load a bounded range; the incremental state is untouched"
+        "backfill",
+        parents=[common],
+        help="load a bounded range; the incremental state is untouched",
     )
     target_options(backfill)
     source_options(backfill)
@@ -281,21 +293,29 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--to", required=True, help="end (ISO-8601, exclusive)")
     backfill.set_defaults(func=cmd_backfill)
 
-    check = commands.add_parser("check", help="prove credentials and API work; loads nothing")
+    check = commands.add_parser(
+        "check", parents=[common], help="prove credentials and API work; loads nothing"
+    )
     source_options(check)
     check.set_defaults(func=cmd_check, initial_start_time=None, end_time=None)
 
-    state = commands.add_parser("state", help="show the incremental cursor and open-job watermark")
+    state = commands.add_parser(
+        "state", parents=[common], help="show the incremental cursor and open-job watermark"
+    )
     target_options(state)
     state.set_defaults(func=cmd_state)
 
-    reset = commands.add_parser("reset", help="forget the incremental state (asks first)")
+    reset = commands.add_parser(
+        "reset", parents=[common], help="forget the incremental state (asks first)"
+    )
     target_options(reset)
     reset.add_argument("--yes", action="store_true", help="do not ask")
     reset.set_defaults(func=cmd_reset)
 
     report = commands.add_parser(
-        "report", help="write a self-contained HTML report of the analyst views (DuckDB)"
+        "report",
+        parents=[common],
+        help="write a self-contained HTML report of the analyst views (DuckDB)",
     )
     report.add_argument("--duckdb-path", default=DEFAULT_DUCKDB, help="DuckDB file")
     report.add_argument("--dataset", default=DEFAULT_DATASET, help="dataset / schema name")
@@ -309,7 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--days", type=int, default=DEFAULT_DAYS, help="days in the outcomes chart")
     report.set_defaults(func=cmd_report)
 
-    demo = commands.add_parser("demo", help="simulator + real pipeline + DuckDB file + summary")
+    demo = commands.add_parser(
+        "demo", parents=[common], help="simulator + real pipeline + DuckDB file + summary"
+    )
     demo.add_argument("--jobs", type=int, default=20_000)
     demo.add_argument("--seed", type=int, default=42)
     demo.add_argument("--latency-ms", type=int, default=5)
@@ -356,12 +378,7 @@ def describe_failure(error: BaseException) -> tuple[str, int]:
         if isinstance(cause, AvePointError):
             return str(cause), cause.exit_code
         if isinstance(cause, ConfigFieldMissingException):
-            fields = ", ".join(cause.fields)
-            return (
-                f"missing configuration {fields} for {cause.spec_name}: set it in .dlt/secrets.toml "
-                "[sources.avepoint_dynamics] or as SOURCES__AVEPOINT_DYNAMICS__<KEY> env vars",
-                EXIT_CONFIG,
-            )
+            return _missing_config(list(cause.fields)), EXIT_CONFIG
         if isinstance(cause, ConfigValueCannotBeCoercedException):
             return (
                 f"configuration value {cause.field_name} cannot be read as {cause.hint}",
@@ -370,6 +387,18 @@ def describe_failure(error: BaseException) -> tuple[str, int]:
         if isinstance(cause, ConfigurationValueError):
             return f"configuration error: {_first_line(cause)}", EXIT_CONFIG
     return f"{type(error).__name__}: {_first_line(error)}", EXIT_FAILED
+
+
+def _missing_config(fields: list[str]) -> str:
+    """Where a missing value goes, as a user writes it."""
+    if "credentials" in fields:
+        return (
+            "missing credentials: set sources.avepoint_dynamics.credentials.client_id and one of "
+            "client_secret, private_key + certificate, or pfx_path + pfx_password in .dlt/secrets.toml "
+            "(or SOURCES__AVEPOINT_DYNAMICS__CREDENTIALS__CLIENT_ID, ..._CLIENT_SECRET env vars)"
+        )
+    keys = ", ".join(f"sources.avepoint_dynamics.{field}" for field in fields)
+    return f"missing configuration {keys}: set it in .dlt/config.toml or .dlt/secrets.toml"
 
 
 def _causes(error: BaseException) -> list[BaseException]:

@@ -1,0 +1,170 @@
+"""The ``avepoint-dynamics`` command as a scheduler runs it: a subprocess, env-var config, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from avepoint_simulator import Simulator
+
+from .conftest import Loader
+from .expected import assert_rows_equal
+
+
+def _env(sim: Simulator) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SOURCES__")}
+    prefix = "SOURCES__AVEPOINT_DYNAMICS__"
+    return {
+        **clean,
+        prefix + "BASE_URL": sim.base_url,
+        prefix + "CA_BUNDLE": str(sim.ca_file),
+        prefix + "LOOKBACK_MINUTES": "0",
+        prefix + "CREDENTIALS__CLIENT_ID": sim.client_id,
+        prefix + "CREDENTIALS__CLIENT_SECRET": sim.client_secret,
+        prefix + "CREDENTIALS__IDENTITY_URL": sim.identity_url,
+    }
+
+
+def _run(
+    args: list[str], sim: Simulator, cwd: Path, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    target = ["--duckdb-path", str(cwd / "jobs.duckdb"), "--pipelines-dir", str(cwd / "pipelines")]
+    needs_target = args[0] in ("load", "backfill", "state", "reset")
+    return subprocess.run(
+        [sys.executable, "-m", "avepoint_pipelines.cli", *args, *(target if needs_target else [])],
+        env=_env(sim),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=300,
+    )
+
+
+def _loader(sim: Simulator, cwd: Path) -> Loader:
+    return Loader(sim, cwd, pipeline_name="avepoint_dynamics")
+
+
+def test_load_state_backfill_reset(sim: Simulator, tmp_path: Path) -> None:
+    loaded = _run(["load"], sim, tmp_path)
+    assert loaded.returncode == 0, loaded.stderr
+    assert "loaded 3,000 jobs from 30 pages" in loaded.stdout
+    assert "progress: pages" not in loaded.stderr or "jobs/s" in loaded.stderr
+    loader = _loader(sim, tmp_path)
+    assert_rows_equal(loader.rows(), sim.world.ground_truth())
+
+    state = json.loads(_run(["state"], sim, tmp_path).stdout)
+    running = [j for j in sim.world.ground_truth() if j["status"] == 2]
+    assert state["cursor"] == loader.state()["cursor"]
+    assert state["open_jobs"] == len(running) > 0
+    assert state["open_job_watermark"] == min(loader.state()["open_jobs"].values())
+
+    sim.world.finish_running()
+    backfill = _run(["backfill", "--from", "2000-01-01", "--to", "2100-01-01"], sim, tmp_path)
+    assert backfill.returncode == 0, backfill.stderr
+    assert json.loads(_run(["state"], sim, tmp_path).stdout) == state  # untouched
+    assert_rows_equal(
+        loader.rows(), sim.world.ground_truth()
+    )  # finished jobs updated by the backfill
+
+    refused = _run(["reset"], sim, tmp_path, stdin="")
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    kept = _run(["reset"], sim, tmp_path, stdin="n\n")
+    assert json.loads(_run(["state"], sim, tmp_path).stdout)["cursor"] == state["cursor"], (
+        kept.stderr
+    )
+
+    reset = _run(["reset", "--yes"], sim, tmp_path)
+    assert reset.returncode == 0, reset.stderr
+    assert json.loads(_run(["state"], sim, tmp_path).stdout)["cursor"] is None
+    sim.reset_stats()
+    again = _run(["load", "--quiet"], sim, tmp_path)
+    assert again.returncode == 0 and again.stdout == ""
+    assert sim.stats()["jobs_requests"] == 30  # the whole history again
+    assert loader.query("SELECT count(*) FROM jobs")[0][0] == 3_000
+
+
+def test_filters_and_destination_options(sim: Simulator, tmp_path: Path) -> None:
+    result = _run(
+        ["load", "--job-type", "restore", "--dataset", "other", "--page-size", "25"], sim, tmp_path
+    )
+
+    assert result.returncode == 0, result.stderr
+    loader = Loader(sim, tmp_path, pipeline_name="avepoint_dynamics", dataset="other")
+    assert_rows_equal(loader.rows(), [j for j in sim.world.ground_truth() if j["type"] == 2])
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "says"),
+    [
+        (["load", "--page-size", "0"], 2, "page_size"),
+        (["load", "--organization-id", "nope"], 2, "GUID"),
+        (["load", "--region", "mars", "--base-url", ""], 2, "region"),
+        (["backfill", "--from", "2024-02-01", "--to", "2024-01-01"], 2, "end_time"),
+    ],
+)
+def test_exit_codes_and_one_line_errors(
+    sim: Simulator, tmp_path: Path, args: list[str], code: int, says: str
+) -> None:
+    result = _run(args, sim, tmp_path)
+
+    assert result.returncode == code
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and says in errors[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_credentials_say_where_to_put_them(sim: Simulator, tmp_path: Path) -> None:
+    env = {k: v for k, v in _env(sim).items() if "CLIENT_ID" not in k}
+    result = subprocess.run(
+        [sys.executable, "-m", "avepoint_pipelines.cli", "check"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "client_id" in result.stderr and "secrets.toml" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_progress_on_a_terminal(tmp_path: Path) -> None:
+    with Simulator(jobs=3_000, seed=12, latency_ms=20) as slow:
+        leader, follower = pty.openpty()
+        command = [
+            sys.executable,
+            "-m",
+            "avepoint_pipelines.cli",
+            "load",
+            "--page-size",
+            "20",
+            "--max-concurrency",
+            "2",
+            "--duckdb-path",
+            str(tmp_path / "j.duckdb"),
+            "--pipelines-dir",
+            str(tmp_path / "p"),
+        ]
+        process = subprocess.Popen(
+            command, env=_env(slow), cwd=tmp_path, stdout=subprocess.PIPE, stderr=follower
+        )
+        os.close(follower)
+        screen = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            screen += chunk
+        assert process.wait(timeout=120) == 0
+        os.close(leader)
+    text = screen.decode(errors="replace")
+    assert "\r" in text and "jobs/s" in text and "ETA" in text and "/ 3,000" in text

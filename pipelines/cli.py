@@ -146,7 +146,11 @@ def _load_tenants(args: argparse.Namespace) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    args.initial_start_time, args.end_time = args.from_, args.to
+    from datetime import UTC, datetime
+
+    # Without --to, the range ends now: still bounded, so the incremental state stays untouched.
+    end = args.to or datetime.now(UTC).isoformat()
+    args.initial_start_time, args.end_time = args.from_, end
     return cmd_load(args)
 
 
@@ -290,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     target_options(backfill)
     source_options(backfill)
     backfill.add_argument("--from", dest="from_", required=True, help="start (ISO-8601, inclusive)")
-    backfill.add_argument("--to", required=True, help="end (ISO-8601, exclusive)")
+    backfill.add_argument("--to", help="end (ISO-8601, exclusive; default: now)")
     backfill.set_defaults(func=cmd_backfill)
 
     check = commands.add_parser(

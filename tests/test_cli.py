@@ -68,6 +68,9 @@ def test_load_state_backfill_reset(sim: Simulator, tmp_path: Path) -> None:
     backfill = _run(["backfill", "--from", "2000-01-01", "--to", "2100-01-01"], sim, tmp_path)
     assert backfill.returncode == 0, backfill.stderr
     assert json.loads(_run(["state"], sim, tmp_path).stdout) == state  # untouched
+    open_ended = _run(["backfill", "--from", "2000-01-01"], sim, tmp_path)  # up to now
+    assert open_ended.returncode == 0, open_ended.stderr
+    assert json.loads(_run(["state"], sim, tmp_path).stdout) == state
     assert_rows_equal(
         loader.rows(), sim.world.ground_truth()
     )  # finished jobs updated by the backfill

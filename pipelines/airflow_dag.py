@@ -1,0 +1,138 @@
+"""Airflow: the AvePoint jobs load as a daily DAG, built with dlt's ``PipelineTasksGroup``.
+
+Install with ``pip install 'avepoint-dynamics-dlt[airflow]'`` into Airflow's environment, then put a
+one-line file into the dags folder::
+
+    from avepoint_pipelines.airflow_dag import dag  # noqa: F401  (Airflow finds the DAG by this name)
+
+Configuration, all read when the task runs (nothing is fetched or checked while Airflow parses the file):
+
+- the source: dlt config, ``[sources.avepoint_dynamics]`` in ``dags/.dlt/*.toml`` or the
+  ``SOURCES__AVEPOINT_DYNAMICS__*`` env vars (``PipelineTasksGroup`` makes the dags folder dlt's project
+  folder);
+- where it goes: ``AVEPOINT_DESTINATION`` (a dlt destination name, default ``duckdb``),
+  ``AVEPOINT_DATASET``, ``AVEPOINT_PIPELINE_NAME`` and, for DuckDB, ``AVEPOINT_DUCKDB_PATH``; the
+  destination's credentials come from dlt config (e.g. ``DESTINATION__POSTGRES__CREDENTIALS``).
+
+``PipelineTasksGroup`` runs every task in a fresh, random dlt working folder and wipes it afterwards, so
+the incremental state (cursor and open jobs) is restored from the destination at each run: it commits
+there with every load. The DuckDB default is therefore only for a single-machine Airflow; use a shared
+destination (postgres, a warehouse, a bucket) when tasks run on several workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.providers.standard.operators.python import PythonOperator
+from airflow.sdk import DAG
+from avepoint_dynamics import avepoint_dynamics
+from dlt.helpers.airflow_helper import PipelineTasksGroup
+
+from .avepoint_pipeline import (
+    DEFAULT_DATASET,
+    DEFAULT_DUCKDB,
+    DEFAULT_PIPELINE,
+    Target,
+    load_file_format,
+    make_pipeline,
+)
+from .views import refresh_views_after_load
+
+DAG_ID = "avepoint_dynamics_jobs"
+#: Daily at 02:00 UTC: after the nightly backup jobs of most tenants have finished.
+SCHEDULE = "0 2 * * *"
+
+
+def target_from_env() -> Target:
+    """Where the jobs go, from ``AVEPOINT_*`` env vars (DuckDB file by default).
+
+    The dlt working folder is left to ``PipelineTasksGroup`` (a fresh folder per task).
+    """
+    return Target(
+        destination=os.environ.get("AVEPOINT_DESTINATION", "duckdb"),
+        dataset_name=os.environ.get("AVEPOINT_DATASET", DEFAULT_DATASET),
+        pipeline_name=os.environ.get("AVEPOINT_PIPELINE_NAME", DEFAULT_PIPELINE),
+        duckdb_path=os.environ.get("AVEPOINT_DUCKDB_PATH", DEFAULT_DUCKDB),
+    )
+
+
+def jobs_source() -> Any:
+    """The source, built when the task runs: config is resolved then, not at DAG parse time."""
+    return avepoint_dynamics()
+
+
+def log_dlt_to_stdout() -> None:
+    """Send dlt's own log handlers to stdout.
+
+    Airflow 3's task supervisor records everything a task writes to stderr at ERROR level, and dlt's
+    handlers write to stderr: every dlt INFO line would show as an error (dlt issue #4462). dlt keeps
+    reusing this handler when it re-initializes logging. Our connector logs through the standard
+    ``logging`` tree, which Airflow captures at the right level.
+    """
+    for handler in logging.getLogger("dlt").handlers:
+        # exactly StreamHandler: a FileHandler is one too, and must keep its file
+        if type(handler) is logging.StreamHandler and handler.stream is not sys.stdout:
+            handler.setStream(sys.stdout)
+
+
+def refresh_views(target: Target) -> None:
+    """Recreate the analyst views after the load, as ``run_load`` does (a failure is logged, not raised).
+
+    The load task wiped its working folder; the views need only the destination and the dataset.
+    """
+    with tempfile.TemporaryDirectory(prefix="avepoint-views-") as folder:
+        refresh_views_after_load(make_pipeline(replace(target, pipelines_dir=folder)))
+
+
+def build_dag() -> DAG:
+    """The DAG: one task (``decompose="none"``) that loads the ``jobs`` resource, then the views.
+
+    Why not ``decompose="serialize"``: the source has a single resource (``jobs``; ``jobs_rejected`` is
+    a table variant it yields), so decomposing would make the same one task, and it needs the source
+    object at parse time, which would resolve the credentials and validate the config on every parse of
+    the dags folder. A callable (``jobs_source``) defers that to the task run.
+    """
+    target = target_from_env()
+    with DAG(
+        dag_id=DAG_ID,
+        description="AvePoint Cloud Backup for Dynamics 365: job history into a dlt destination",
+        schedule=SCHEDULE,
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        catchup=False,
+        max_active_runs=1,  # two loads of one pipeline at once would race on its state
+        # The connector retries each request itself (backoff, Retry-After, re-reads of torn pages);
+        # a task-level retry would only repeat a failure that those could not fix.
+        default_args={"retries": 0, "execution_timeout": timedelta(hours=6)},
+        tags=["avepoint", "dlt"],
+    ) as dag:
+        # The task group must exist before the pipeline: it points dlt's data dir at a fresh folder.
+        tasks = PipelineTasksGroup(
+            target.pipeline_name,
+            use_data_folder=False,
+            wipe_local_data=True,
+            log_progress_period=60.0,
+        )
+        load = tasks.add_run(
+            make_pipeline(target),
+            jobs_source,
+            decompose="none",
+            loader_file_format=load_file_format(target),
+            on_before_run=log_dlt_to_stdout,
+            retries=0,
+        )
+        views = PythonOperator(
+            task_id="analyst_views", python_callable=refresh_views, op_args=[target], retries=0
+        )
+        load[-1] >> views
+    return dag
+
+
+dag = build_dag()

@@ -1,0 +1,101 @@
+"""Dagster: the AvePoint ``jobs`` resource as a dagster-dlt asset, materialized daily at 02:00 UTC.
+
+Install with ``pip install 'avepoint-dynamics-dlt[dagster]'`` and point Dagster at this module::
+
+    dagster dev -m avepoint_pipelines.dagster_defs
+
+Configuration, read when Dagster loads the definitions (each run loads them anew):
+
+- the source: dlt config, ``[sources.avepoint_dynamics]`` in ``.dlt/*.toml`` of the working directory or
+  the ``SOURCES__AVEPOINT_DYNAMICS__*`` env vars;
+- where it goes: ``AVEPOINT_DESTINATION`` (a dlt destination name, default ``duckdb``),
+  ``AVEPOINT_DATASET``, ``AVEPOINT_PIPELINE_NAME``, ``AVEPOINT_PIPELINES_DIR`` and, for DuckDB,
+  ``AVEPOINT_DUCKDB_PATH``; the destination's credentials come from dlt config (e.g.
+  ``DESTINATION__POSTGRES__CREDENTIALS``).
+
+``DagsterDltResource.run`` drops the local dlt pipeline (state, schemas, pending packages) before each run;
+the incremental state (cursor and open jobs) then comes back from the destination, where it is committed
+with every load. A run that crashed mid-load therefore never half-applies: its package is dropped, the
+destination still holds the state of the last complete load, and the next run reads from there.
+"""
+
+# No `from __future__ import annotations`: Dagster checks the asset function's `context` annotation
+# against its classes at definition time, and a string annotation fails that check.
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import dagster as dg
+from avepoint_dynamics import avepoint_dynamics
+from dagster_dlt import DagsterDltResource, dlt_assets
+
+from .avepoint_pipeline import (
+    DEFAULT_DATASET,
+    DEFAULT_DUCKDB,
+    DEFAULT_PIPELINE,
+    Target,
+    load_file_format,
+    make_pipeline,
+)
+from .views import refresh_views_after_load
+
+JOB_NAME = "avepoint_jobs_daily"
+#: Daily at 02:00 UTC: after the nightly backup jobs of most tenants have finished.
+SCHEDULE = "0 2 * * *"
+
+
+def target_from_env() -> Target:
+    """Where the jobs go, from ``AVEPOINT_*`` env vars (a DuckDB file in the working directory by default)."""
+    return Target(
+        destination=os.environ.get("AVEPOINT_DESTINATION", "duckdb"),
+        dataset_name=os.environ.get("AVEPOINT_DATASET", DEFAULT_DATASET),
+        pipeline_name=os.environ.get("AVEPOINT_PIPELINE_NAME", DEFAULT_PIPELINE),
+        duckdb_path=os.environ.get("AVEPOINT_DUCKDB_PATH", DEFAULT_DUCKDB),
+        pipelines_dir=os.environ.get("AVEPOINT_PIPELINES_DIR") or None,
+    )
+
+
+def build_definitions(target: Target | None = None, source: Any = None) -> dg.Definitions:
+    """The asset for the ``jobs`` resource, its daily job and schedule, and the dlt resource.
+
+    Args:
+        target: Where to load; from ``AVEPOINT_*`` env vars if None.
+        source: An ``avepoint_dynamics(...)`` source; built from dlt config if None.
+
+    Returns:
+        Definitions with the asset ``dlt_avepoint_dynamics_jobs`` (the load, then the analyst views),
+        the job ``avepoint_jobs_daily`` and its schedule (02:00 UTC, running once deployed).
+    """
+    target = target or target_from_env()
+    pipeline = make_pipeline(target)
+
+    @dlt_assets(
+        dlt_source=source if source is not None else avepoint_dynamics(),
+        dlt_pipeline=pipeline,
+        name="avepoint_dynamics",
+        group_name="avepoint",
+    )
+    def avepoint_jobs(context: dg.AssetExecutionContext, dlt: DagsterDltResource) -> Iterator[Any]:
+        yield from dlt.run(context=context, loader_file_format=load_file_format(target))
+        # as after every load (run_load): the analyst views follow the table; never fail the run
+        refresh_views_after_load(pipeline)
+
+    daily = dg.define_asset_job(JOB_NAME, selection=dg.AssetSelection.assets(avepoint_jobs))
+    schedule = dg.ScheduleDefinition(
+        job=daily,
+        cron_schedule=SCHEDULE,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+    )
+    return dg.Definitions(
+        assets=[avepoint_jobs],
+        jobs=[daily],
+        schedules=[schedule],
+        resources={"dlt": DagsterDltResource()},
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """What ``dagster dev -m avepoint_pipelines.dagster_defs`` loads (lazily: importing needs no config)."""
+    return build_definitions()

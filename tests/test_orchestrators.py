@@ -1,0 +1,235 @@
+"""Dagster and Airflow run the real source against the simulator, twice: the second run is incremental.
+
+Both orchestrators' dlt helpers drop the local dlt pipeline before each run, so the state of the second
+run can only come back from the destination (DuckDB here). Config reaches the source the way it reaches
+it in production: ``SOURCES__AVEPOINT_DYNAMICS__*`` env vars, read by dlt.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from avepoint_simulator import Simulator
+
+from .conftest import Loader
+from .expected import assert_rows_equal
+from .test_destinations import unavailable
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def source_env(sim: Simulator, loader: Loader) -> dict[str, str]:
+    """The source's settings as dlt env vars, pointing at the simulator; the DuckDB file of ``loader``."""
+    assert sim.ca_file is not None
+    return {
+        "SOURCES__AVEPOINT_DYNAMICS__BASE_URL": sim.base_url,
+        # REQUESTS_CA_BUNDLE (set on this machine) would override a session's verify: the connector
+        # passes this bundle with every request.
+        "SOURCES__AVEPOINT_DYNAMICS__CA_BUNDLE": sim.ca_file,
+        "SOURCES__AVEPOINT_DYNAMICS__CREDENTIALS__CLIENT_ID": sim.client_id,
+        "SOURCES__AVEPOINT_DYNAMICS__CREDENTIALS__CLIENT_SECRET": sim.client_secret,
+        "SOURCES__AVEPOINT_DYNAMICS__CREDENTIALS__IDENTITY_URL": sim.identity_url,
+        "AVEPOINT_DESTINATION": "duckdb",
+        "AVEPOINT_DUCKDB_PATH": str(loader.duckdb_path),
+        "AVEPOINT_DATASET": loader.dataset,
+        "AVEPOINT_PIPELINE_NAME": loader.pipeline_name,
+        "RUNTIME__DLTHUB_TELEMETRY": "false",
+    }
+
+
+def jobs_requests(sim: Simulator) -> int:
+    return int(sim.stats()["jobs_requests"])
+
+
+def change_the_world(sim: Simulator) -> tuple[set[str], list[dict[str, Any]]]:
+    """Finish the running jobs and start 30 new ones (5 running); returns (finished ids, new jobs)."""
+    running = {j["jobId"] for j in sim.world.ground_truth() if j["status"] == 2}
+    assert running, "the simulator should start with jobs in progress"
+    sim.world.finish_running()
+    new = sim.world.add_jobs(30, running=5)
+    sim.reset_stats()
+    return running, new
+
+
+def assert_second_run_was_incremental(
+    sim: Simulator, loader: Loader, full: int, finished: set[str], new: list[dict[str, Any]]
+) -> None:
+    rows = loader.rows()
+    assert_rows_equal(rows, sim.world.ground_truth())
+    assert {j["jobId"] for j in new} <= rows.keys()
+    for job_id in finished:
+        assert rows[job_id]["status"] in (3, 4, 7) and rows[job_id]["finish_time"] is not None
+    (count, distinct) = loader.query("SELECT count(*), count(DISTINCT job_id) FROM jobs")[0]
+    assert count == distinct == 3_030
+    # the lookback window and one window per job that was open, not the 30 pages of history
+    assert jobs_requests(sim) <= 3 + len(finished)
+    assert jobs_requests(sim) < full / 5
+
+
+def assert_views_follow_the_load(loader: Loader) -> None:
+    """The analyst views exist after an orchestrated load too, and count every job."""
+    (counted,) = loader.query("SELECT sum(total) FROM job_outcomes_daily")[0]
+    assert counted == 3_030
+
+
+# ---------------------------------------------------------------------------------------- Dagster
+@pytest.fixture
+def dagster_installed() -> None:
+    if importlib.util.find_spec("dagster_dlt") is None:
+        unavailable(
+            "dagster-dlt is not installed: pip install -e '.[dagster]' (.ci/run installs it)"
+        )
+
+
+@pytest.mark.usefixtures("dagster_installed")
+def test_dagster_second_materialization_is_incremental_with_state_from_the_destination(
+    sim: Simulator, loader: Loader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dagster as dg
+    from avepoint_pipelines import dagster_defs
+    from dlt.pipeline.pipeline import Pipeline
+
+    for name, value in source_env(sim, loader).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AVEPOINT_PIPELINES_DIR", str(loader.workdir / "pipelines"))
+    drops: list[str] = []
+    drop = Pipeline.drop
+
+    def recorded_drop(self: Pipeline, *args: Any, **kwargs: Any) -> Pipeline:
+        drops.append(self.pipeline_name)
+        return drop(self, *args, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "drop", recorded_drop)
+
+    def materialize() -> None:
+        # Each scheduled run loads the code location anew: so do we.
+        defs = dagster_defs.defs()
+        assert defs.assets is not None and defs.resources is not None
+        result = dg.materialize(list(defs.assets), resources=defs.resources)
+        assert result.success
+        assert result.asset_materializations_for_node("avepoint_dynamics")
+
+    materialize()
+
+    full = jobs_requests(sim)
+    assert_rows_equal(loader.rows(), sim.world.ground_truth())
+    assert loader.state()["open_jobs"], "the first run should have left open jobs in the state"
+    finished, new = change_the_world(sim)
+
+    materialize()
+
+    assert drops == [loader.pipeline_name] * 2  # the local state went before each run
+    assert_second_run_was_incremental(sim, loader, full, finished, new)
+    assert_views_follow_the_load(loader)
+
+
+@pytest.mark.usefixtures("dagster_installed")
+def test_dagster_schedule_runs_the_asset_daily_at_two_utc(
+    sim: Simulator, loader: Loader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dagster as dg
+    from avepoint_pipelines import dagster_defs
+
+    for name, value in source_env(sim, loader).items():
+        monkeypatch.setenv(name, value)
+
+    defs = dagster_defs.defs()
+
+    schedule = defs.resolve_schedule_def("avepoint_jobs_daily_schedule")
+    assert schedule.cron_schedule == "0 2 * * *"
+    assert schedule.execution_timezone == "UTC"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    job = defs.resolve_job_def(schedule.job_name)
+    assert job.asset_layer.executable_asset_keys == {dg.AssetKey("dlt_avepoint_dynamics_jobs")}
+    assert jobs_requests(sim) == 0  # loading the definitions reads no jobs
+
+
+# ---------------------------------------------------------------------------------------- Airflow
+@pytest.fixture
+def airflow_python() -> Path:
+    """Airflow's interpreter: ``AVEPOINT_AIRFLOW_PYTHON``, else ``.venv/airflow`` (made by .ci/run).
+
+    Airflow lives in a venv of its own: installed beside dlt, it switches on dlt's Airflow Variables
+    config provider, and every dlt config lookup in every process (tests, the CLI) then queries
+    Airflow's metadata DB, creating ``~/airflow/airflow.db`` and logging SQLite errors on the way.
+    """
+    configured = os.environ.get("AVEPOINT_AIRFLOW_PYTHON")
+    python = Path(configured) if configured else ROOT / ".venv" / "airflow" / "bin" / "python"
+    if not python.exists():
+        unavailable(
+            f"no Airflow venv at {python}: python3 -m venv .venv/airflow && "
+            ".venv/airflow/bin/pip install -e '.[airflow]' (or set AVEPOINT_AIRFLOW_PYTHON)"
+        )
+    return python
+
+
+#: What the README says to put into the dags folder.
+DAG_FILE = "from avepoint_pipelines.airflow_dag import dag  # noqa: F401\n"
+DAG_SHAPE = """
+import json
+from avepoint_pipelines.airflow_dag import dag
+print(json.dumps({
+    "dag_id": dag.dag_id,
+    "schedule": dag.schedule,
+    "catchup": dag.catchup,
+    "max_active_runs": dag.max_active_runs,
+    "tasks": {
+        t.task_id: {"retries": t.retries, "type": type(t).__name__, "then": sorted(t.downstream_task_ids)}
+        for t in dag.tasks
+    },
+}))
+"""
+
+
+def test_airflow_dag_test_loads_the_ground_truth_then_only_what_changed(
+    sim: Simulator, loader: Loader, tmp_path: Path, airflow_python: Path
+) -> None:
+    home = tmp_path / "airflow"
+    (home / "dags").mkdir(parents=True)
+    (home / "dags" / "avepoint_dynamics_dag.py").write_text(DAG_FILE)
+    env = {
+        **os.environ,
+        **source_env(sim, loader),
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    }
+    airflow = str(airflow_python.parent / "airflow")
+
+    def run(*command: str) -> str:
+        done = subprocess.run(
+            command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, (
+            f"{command} failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+        )
+        return done.stdout
+
+    run(airflow, "db", "migrate")
+    shape = json.loads(run(str(airflow_python), "-c", DAG_SHAPE).strip().splitlines()[-1])
+    assert shape["dag_id"] == "avepoint_dynamics_jobs"
+    assert "0 2 * * *" in str(shape["schedule"])
+    assert (shape["catchup"], shape["max_active_runs"]) == (False, 1)
+    # one load task (decompose="none") in a group, both named after the dlt pipeline, then the views
+    load = f"{loader.pipeline_name}.{loader.pipeline_name}"
+    assert shape["tasks"] == {
+        load: {"retries": 0, "type": "PythonOperator", "then": ["analyst_views"]},
+        "analyst_views": {"retries": 0, "type": "PythonOperator", "then": []},
+    }
+
+    run(airflow, "dags", "test", "avepoint_dynamics_jobs")  # DAG.test(): a whole run, in-process
+
+    full = jobs_requests(sim)
+    assert_rows_equal(loader.rows(), sim.world.ground_truth())
+    finished, new = change_the_world(sim)
+
+    run(airflow, "dags", "test", "avepoint_dynamics_jobs")
+
+    assert_second_run_was_incremental(sim, loader, full, finished, new)
+    assert_views_follow_the_load(loader)

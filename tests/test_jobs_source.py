@@ -212,9 +212,11 @@ def test_new_api_fields_arrive_as_columns(sim: Simulator, loader: Loader) -> Non
 def test_a_server_that_repeats_its_first_page_is_a_clear_error(tmp_path: Any) -> None:
     from avepoint_simulator import Faults
 
-    with Simulator(jobs=500, seed=3, faults=Faults(repeat_page=True)) as broken:
-        with pytest.raises(Exception) as failure:
-            Loader(broken, tmp_path).load()
+    with (
+        Simulator(jobs=500, seed=3, faults=Faults(repeat_page=True)) as broken,
+        pytest.raises(Exception) as failure,
+    ):
+        Loader(broken, tmp_path).load()
     error = _root(failure.value)
     assert isinstance(error, ApiError)
     assert "page 1" in str(error)

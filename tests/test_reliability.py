@@ -22,7 +22,7 @@ from .conftest import Loader
 from .expected import api_time, assert_rows_equal
 from .test_jobs_source import _root
 
-ALL_AT_ONCE = {
+ALL_AT_ONCE: dict[str, Any] = {
     "error_rate": 0.10,
     "drop_rate": 0.05,
     "truncate_rate": 0.05,
@@ -31,7 +31,7 @@ ALL_AT_ONCE = {
     "churn_per_page": 2,
     "latency_ms": 5,
 }
-MATRIX = {
+MATRIX: dict[str, dict[str, Any]] = {
     "5xx": {"error_rate": 0.3},
     "drops": {"drop_rate": 0.2},
     "truncated_bodies": {"truncate_rate": 0.2},

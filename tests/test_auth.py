@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from avepoint_dynamics import ApiError, AuthError, ConfigError, check_connection
+from avepoint_dynamics import ApiError, AuthError, ConfigError, check_connection, jobs_setup
 from avepoint_simulator import Simulator
 from avepoint_simulator.certs import make_certificate, make_pfx
 
@@ -222,10 +222,7 @@ def test_regions_set_both_hosts_and_unknown_ones_list_the_valid(sim: Simulator) 
 
     credentials = credentials_for(sim, identity_url=None)
     setups = {
-        region: getattr(
-            avepoint_dynamics(credentials=credentials, region=region).resources["jobs"],
-            "avepoint_setup",
-        )
+        region: jobs_setup(avepoint_dynamics(credentials=credentials, region=region))
         for region in ("us", "we", "gov", "fedramp", "aos2")
     }
     assert setups["us"].query.base_url == "https://graph-us.avepointonlineservices.com"

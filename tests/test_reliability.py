@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from avepoint_dynamics import ApiError, AuthError
+from avepoint_dynamics import ApiError, AuthError, jobs_setup
 from avepoint_dynamics.client import JobsClient, Window
 from avepoint_dynamics.query import JobsQuery
 from avepoint_simulator import Faults, Simulator
@@ -120,7 +120,7 @@ def test_concurrency_never_exceeds_the_setting(tmp_path: Path) -> None:
 def _client(sim: Simulator, loader: Loader, **query: Any) -> JobsClient:
     from avepoint_dynamics.client import RetryPolicy
 
-    setup = loader.source().resources["jobs"].avepoint_setup
+    setup = jobs_setup(loader.source())
     bent = JobsQuery(base_url=sim.base_url, **query)
     tokens, _ = setup.connect()
     return JobsClient(

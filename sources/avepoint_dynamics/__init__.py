@@ -42,6 +42,7 @@ __all__ = [
     "avepoint_dynamics",
     "check_connection",
     "jobs",
+    "jobs_setup",
 ]
 
 logger = logging.getLogger(__name__)
@@ -229,7 +230,7 @@ def check_connection(source: Any = None, **source_args: Any) -> dict[str, Any]:
         18422
     """
     source = source if source is not None else avepoint_dynamics(**source_args)
-    setup: JobsSetup = source.resources["jobs"].avepoint_setup
+    setup = jobs_setup(source)
     _tokens, client = setup.connect()
     try:
         window = Window(setup.query.initial_start_time, setup.query.end_time or datetime.now(UTC))
@@ -242,6 +243,17 @@ def check_connection(source: Any = None, **source_args: Any) -> dict[str, Any]:
         "identity_url": setup.identity_root,
         "total_jobs": page.total,
     }
+
+
+def jobs_setup(source: Any) -> JobsSetup:
+    """The validated settings behind an ``avepoint_dynamics(...)`` source (query, hosts, credentials).
+
+    Example:
+        >>> jobs_setup(avepoint_dynamics(region="we")).query.base_url
+        'https://graph-we.avepointonlineservices.com'
+    """
+    setup: JobsSetup = getattr(source.resources["jobs"], "avepoint_setup")  # noqa: B009 - set by the source
+    return setup
 
 
 def _positive(key: str, value: Any) -> int:

@@ -108,7 +108,13 @@ def _target(args: argparse.Namespace) -> Target:
         pipeline_name=args.pipeline_name,
         duckdb_path=args.duckdb_path,
         pipelines_dir=args.pipelines_dir,
+        duckdb_memory_limit=_none_or(args.duckdb_memory_limit),
+        duckdb_threads=int(threads) if (threads := _none_or(args.duckdb_threads)) else None,
     )
+
+
+def _none_or(value: str | None) -> str | None:
+    return None if value is None or value.strip().lower() in ("", "none") else value.strip()
 
 
 def cmd_load(args: argparse.Namespace) -> int:
@@ -258,6 +264,14 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--pipeline-name", default=DEFAULT_PIPELINE)
         command.add_argument("--duckdb-path", default=DEFAULT_DUCKDB, help="DuckDB file")
         command.add_argument("--pipelines-dir", default=None, help="dlt working folder root")
+        command.add_argument(
+            "--duckdb-memory-limit",
+            default="128MB",
+            help="DuckDB memory_limit while loading (default 128MB; 'none' for DuckDB's own)",
+        )
+        command.add_argument(
+            "--duckdb-threads", default="1", help="DuckDB threads while loading (default 1; 'none')"
+        )
 
     def source_options(command: argparse.ArgumentParser) -> None:
         command.add_argument("--region")

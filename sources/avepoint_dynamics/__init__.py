@@ -168,35 +168,39 @@ def jobs(setup: JobsSetup, on_page: Callable[[JobsPage], None] | None = None) ->
     logger.info(
         "reading jobs in %s (+%d open-job windows)", plan.new_jobs, len(plan.open_job_windows)
     )
-    with ThreadPoolExecutor(query.max_concurrency, thread_name_prefix="avepoint-page") as pool:
-        reader = WindowReader(client, pool, on_page)
-        pending: list[dict[str, Any]] = []
-        for page_jobs in chain(reader.read_all(plan.windows), [None]):
-            if page_jobs is not None:
-                pending.extend(page_jobs)
-                if len(pending) < BATCH_JOBS:
-                    continue
-            batch = rows.to_batch(pending)
-            pending = []
-            tracker.add(batch)
-            if batch.table is not None:
-                yield batch.table
-            if batch.rejected:
-                for job in batch.rejected:
-                    logger.warning("job %s set aside in jobs_rejected: %s", job.job_id, job.reason)
-                yield dlt.mark.with_hints(
-                    rejected_table(batch.rejected),
-                    dlt.mark.make_hints(
-                        # Its own table, with none of the jobs table's keys or column hints (dlt
-                        # merges non-empty column hints of a variant with the resource's).
-                        table_name="jobs_rejected",
-                        write_disposition="append",
-                        primary_key=[],
-                        columns={},
-                    ),
-                    create_table_variant=True,
-                )
-    client.close()
+    try:
+        with ThreadPoolExecutor(query.max_concurrency, thread_name_prefix="avepoint-page") as pool:
+            reader = WindowReader(client, pool, on_page)
+            pending: list[dict[str, Any]] = []
+            for page_jobs in chain(reader.read_all(plan.windows), [None]):
+                if page_jobs is not None:
+                    pending.extend(page_jobs)
+                    if len(pending) < BATCH_JOBS:
+                        continue
+                batch = rows.to_batch(pending)
+                pending = []
+                tracker.add(batch)
+                if batch.table is not None:
+                    yield batch.table
+                if batch.rejected:
+                    for job in batch.rejected:
+                        logger.warning(
+                            "job %s set aside in jobs_rejected: %s", job.job_id, job.reason
+                        )
+                    yield dlt.mark.with_hints(
+                        rejected_table(batch.rejected),
+                        dlt.mark.make_hints(
+                            # Its own table, with none of the jobs table's keys or column hints (dlt
+                            # merges non-empty column hints of a variant with the resource's).
+                            table_name="jobs_rejected",
+                            write_disposition="append",
+                            primary_key=[],
+                            columns={},
+                        ),
+                        create_table_variant=True,
+                    )
+    finally:
+        client.close()
     if not plan.is_backfill:
         tracker.commit(state)
     stats = reader.stats

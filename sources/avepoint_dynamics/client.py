@@ -245,35 +245,16 @@ class JobsClient:
         throttled, pause = False, None
         try:
             self.requests_sent += 1
-            if self.query.api_version == "v1":
-                body = {
-                    "pageInfo": {"currentPage": number, "pageSize": size},
-                    **self.query.filters(),
-                }
-                body["endTime"] = format_api_time(window.end)
-                if window.start is not None:
-                    body["startTime"] = format_api_time(window.start)
-                response = self._session.post(
-                    self._url,
-                    json=body,
-                    headers=headers,
-                    auth=auth,
-                    timeout=timeout,
-                    verify=self._verify,
-                )
-            else:
-                params = {"pageIndex": number, "pageSize": size, **self.query.filters()}
-                params["finishTime"] = format_api_time(window.end)
-                if window.start is not None:
-                    params["startTime"] = format_api_time(window.start)
-                response = self._session.get(
-                    self._url,
-                    params=params,
-                    headers=headers,
-                    auth=auth,
-                    timeout=timeout,
-                    verify=self._verify,
-                )
+            method, payload = self._page_request(window, number, size)
+            response = self._session.request(
+                method,
+                self._url,
+                headers=headers,
+                auth=auth,
+                timeout=timeout,
+                verify=self._verify,
+                **payload,
+            )
             if response.status_code == 429:
                 throttled, pause = True, _retry_after(response)
         except requests.exceptions.SSLError as error:
@@ -288,6 +269,17 @@ class JobsClient:
         finally:
             self.limit.release(throttled=throttled, pause_s=pause)
         return response
+
+    def _page_request(self, window: Window, number: int, size: int) -> tuple[str, dict[str, Any]]:
+        """v1 POSTs a JSON body; v2 GETs the same filters as a query, its window end named finishTime."""
+        bounds = {"startTime": format_api_time(window.start)} if window.start is not None else {}
+        end = format_api_time(window.end)
+        if self.query.api_version == "v1":
+            page_info = {"currentPage": number, "pageSize": size}
+            body = {"pageInfo": page_info, **self.query.filters(), **bounds, "endTime": end}
+            return "POST", {"json": body}
+        query = {"pageIndex": number, "pageSize": size, **self.query.filters(), **bounds}
+        return "GET", {"params": {**query, "finishTime": end}}
 
     def _read(self, response: requests.Response, number: int, what: str) -> JobsPage:
         status = response.status_code

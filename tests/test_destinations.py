@@ -66,7 +66,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     if bin_dir is None:
         unavailable(
             "PostgreSQL server binaries not found in /usr/lib/postgresql/*/bin: "
-            "apt-get install postgresql (.ci/run installs it)"
+            "apt-get install postgresql (scripts/test installs it)"
         )
     folder = Path(tempfile.mkdtemp(prefix="avepoint-pg-"))
     # initdb refuses to run as root: the cluster belongs to the postgres user then.

@@ -83,7 +83,7 @@ def assert_views_follow_the_load(loader: Loader) -> None:
 def dagster_installed() -> None:
     if importlib.util.find_spec("dagster_dlt") is None:
         unavailable(
-            "dagster-dlt is not installed: pip install -e '.[dagster]' (.ci/run installs it)"
+            "dagster-dlt is not installed: pip install -e '.[dagster]' (scripts/test installs it)"
         )
 
 
@@ -153,7 +153,7 @@ def test_dagster_schedule_runs_the_asset_daily_at_two_utc(
 # ---------------------------------------------------------------------------------------- Airflow
 @pytest.fixture
 def airflow_python() -> Path:
-    """Airflow's interpreter: ``AVEPOINT_AIRFLOW_PYTHON``, else ``.venv/airflow`` (made by .ci/run).
+    """Airflow's interpreter: ``AVEPOINT_AIRFLOW_PYTHON``, else ``.venv/airflow`` (made by scripts/test).
 
     Airflow lives in a venv of its own: installed beside dlt, it switches on dlt's Airflow Variables
     config provider, and every dlt config lookup in every process (tests, the CLI) then queries

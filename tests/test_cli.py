@@ -171,3 +171,33 @@ def test_progress_on_a_terminal(tmp_path: Path) -> None:
         os.close(leader)
     text = screen.decode(errors="replace")
     assert "\r" in text and "jobs/s" in text and "ETA" in text and "/ 3,000" in text
+
+
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    """The Quick start's first command: simulator, two real loads, a DuckDB file, a report, a summary."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SOURCES__")}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "avepoint_pipelines.cli",
+            "demo",
+            "--jobs",
+            "2000",
+            "--latency-ms",
+            "0",
+        ],
+        env=clean,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    assert "jobs loaded: 2,120 (the API holds 2,120: equal)" in out
+    assert "by status:" in out and "by type:" in out and "newest job:" in out
+    assert (tmp_path / "avepoint_demo.duckdb").exists()
+    assert (tmp_path / "avepoint_demo_report.html").stat().st_size > 10_000
+    assert "[sources.avepoint_dynamics.credentials]" in out

@@ -98,7 +98,8 @@ class TokenProvider:
     def renew(self, rejected: str) -> str:
         """A new token after the API rejected ``rejected`` (a 401); renews only once per rejected token."""
         with self._lock:
-            if self._token == rejected or self._token is None:
+            stale = self._token is None or time.monotonic() >= self._renew_at
+            if self._token == rejected or stale:
                 self._fetch(force=True)
             assert self._token is not None
             return self._token

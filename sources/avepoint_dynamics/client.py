@@ -224,26 +224,27 @@ class JobsClient:
         return random.uniform(0, ceiling)
 
     def _attempt(self, window: Window, number: int, size: int, what: str) -> JobsPage:
-        token = self.tokens.token()
-        response = self._send(window, number, size, token)
-        if response is not None and response.status_code == 401:
-            token = self.tokens.renew(token)
-            response = self._send(window, number, size, token)
-            if response is not None and response.status_code == 401:
+        response, token = self._send(window, number, size, rejected=None)
+        if response.status_code == 401:
+            response, _ = self._send(window, number, size, rejected=token)
+            if response.status_code == 401:
                 raise AuthError(
                     f"the jobs API at {self._url} refused a fresh token for {what} (401 twice); "
                     "the app may lack the Dynamics.ReadWrite.All permission in this region"
                 )
-        assert response is not None
         return self._read(response, number, what)
 
-    def _send(self, window: Window, number: int, size: int, token: str) -> requests.Response:
+    def _send(
+        self, window: Window, number: int, size: int, rejected: str | None
+    ) -> tuple[requests.Response, str]:
+        """One HTTP request; the token is taken once a slot is free, so a wait never ages it."""
         headers = {"Accept": "application/json"}
-        auth = _Bearer(token)
         timeout = (min(10.0, self.retry.timeout_s), self.retry.timeout_s)
         self.limit.acquire()
         throttled, pause = False, None
         try:
+            token = self.tokens.token() if rejected is None else self.tokens.renew(rejected)
+            auth = _Bearer(token)
             self.requests_sent += 1
             method, payload = self._page_request(window, number, size)
             response = self._session.request(
@@ -268,7 +269,7 @@ class JobsClient:
             raise _Transient(f"connection dropped mid-body ({_short(str(error))})") from None
         finally:
             self.limit.release(throttled=throttled, pause_s=pause)
-        return response
+        return response, token
 
     def _page_request(self, window: Window, number: int, size: int) -> tuple[str, dict[str, Any]]:
         """v1 POSTs a JSON body; v2 GETs the same filters as a query, its window end named finishTime."""

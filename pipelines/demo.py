@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import time
 from typing import Any
 
@@ -116,8 +117,9 @@ def summary(duckdb_path: str, expected_total: int | None = None) -> str:
             f"newest job: {newest[0]} started {newest[1]:%Y-%m-%d %H:%M:%S} UTC, {newest[2]}, {newest[3]}"
         )
     query = " ".join(SQL_TO_TRY.split())
+    python = os.path.relpath(sys.executable) if sys.executable else "python"
     lines.append("one SQL query to try (the duckdb Python package is enough):")
     lines.append(
-        f'  python -c "import duckdb; duckdb.sql(\\"ATTACH \'{duckdb_path}\' AS db; USE db\\"); duckdb.sql(\\"{query}\\").show()"'
+        f'  {python} -c "import duckdb; duckdb.sql(\\"ATTACH \'{duckdb_path}\' AS db; USE db\\"); duckdb.sql(\\"{query}\\").show()"'
     )
     return "\n".join(lines)

@@ -34,6 +34,20 @@ def credentials_for(sim: Simulator, **overrides: Any) -> AvePointCredentials:
     return credentials
 
 
+def config_env(sim: Simulator, section: str = "avepoint_dynamics", **keys: str) -> dict[str, str]:
+    """dlt env vars pointing a source section at the simulator (``SOURCES__<SECTION>__<KEY>``)."""
+    prefix = f"SOURCES__{section.upper()}__"
+    values = {
+        "BASE_URL": sim.base_url,
+        "CA_BUNDLE": str(sim.ca_file),
+        "CREDENTIALS__CLIENT_ID": sim.client_id,
+        "CREDENTIALS__CLIENT_SECRET": sim.client_secret,
+        "CREDENTIALS__IDENTITY_URL": sim.identity_url,
+        **{key.upper(): value for key, value in keys.items()},
+    }
+    return {prefix + key: value for key, value in values.items()}
+
+
 @dataclass
 class Loader:
     """Runs the real pipeline against a simulator into a DuckDB file of its own."""

@@ -14,7 +14,7 @@ from avepoint_dynamics import ApiError, AuthError, ConfigError, check_connection
 from avepoint_simulator import Simulator
 from avepoint_simulator.certs import make_certificate, make_pfx
 
-from .conftest import Loader, credentials_for
+from .conftest import Loader, config_env, credentials_for
 from .expected import assert_rows_equal
 from .test_jobs_source import _root
 
@@ -245,13 +245,7 @@ def test_check_reports_the_total_and_loads_nothing(sim: Simulator, loader: Loade
 
 
 def test_check_command_exit_codes(sim: Simulator, tmp_path: Path) -> None:
-    env = {
-        "SOURCES__AVEPOINT_DYNAMICS__BASE_URL": sim.base_url,
-        "SOURCES__AVEPOINT_DYNAMICS__CA_BUNDLE": str(sim.ca_file),
-        "SOURCES__AVEPOINT_DYNAMICS__CREDENTIALS__CLIENT_ID": sim.client_id,
-        "SOURCES__AVEPOINT_DYNAMICS__CREDENTIALS__CLIENT_SECRET": sim.client_secret,
-        "SOURCES__AVEPOINT_DYNAMICS__CREDENTIALS__IDENTITY_URL": sim.identity_url,
-    }
+    env = config_env(sim)
     ok = _cli(["check"], env, tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert f"holds {len(sim.world.ground_truth())} jobs" in ok.stdout

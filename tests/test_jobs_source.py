@@ -10,7 +10,7 @@ import pytest
 from avepoint_dynamics import ApiError, AvePointError, ConfigError
 from avepoint_simulator import Simulator
 
-from .conftest import Loader
+from .conftest import Loader, config_env
 from .expected import api_time, assert_rows_equal
 
 
@@ -270,14 +270,8 @@ def test_config_comes_from_dlt_env_vars(sim: Simulator, loader: Loader, monkeypa
     from avepoint_dynamics import avepoint_dynamics
     from avepoint_pipelines.avepoint_pipeline import run_load
 
-    prefix = "SOURCES__AVEPOINT_DYNAMICS__"
-    monkeypatch.setenv(prefix + "BASE_URL", sim.base_url)
-    monkeypatch.setenv(prefix + "CA_BUNDLE", str(sim.ca_file))
-    monkeypatch.setenv(prefix + "JOB_TYPE", "2")
-    monkeypatch.setenv(prefix + "PAGE_SIZE", "40")
-    monkeypatch.setenv(prefix + "CREDENTIALS__CLIENT_ID", sim.client_id)
-    monkeypatch.setenv(prefix + "CREDENTIALS__CLIENT_SECRET", sim.client_secret)
-    monkeypatch.setenv(prefix + "CREDENTIALS__IDENTITY_URL", sim.identity_url)
+    for name, value in config_env(sim, job_type="2", page_size="40").items():
+        monkeypatch.setenv(name, value)
 
     run_load(avepoint_dynamics(), loader.target())
 

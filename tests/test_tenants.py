@@ -12,20 +12,15 @@ from avepoint_pipelines.avepoint_pipeline import Target
 from avepoint_pipelines.tenants import run_tenants
 from avepoint_simulator import Simulator
 
-from .conftest import Loader
+from .conftest import Loader, config_env
 from .expected import assert_rows_equal
 from .test_jobs_source import _root
 
 
 def _configure(monkeypatch: pytest.MonkeyPatch, tenant: str, sim: Simulator) -> None:
-    prefix = f"SOURCES__AVEPOINT_DYNAMICS_{tenant.upper()}__"
-    monkeypatch.setenv(prefix + "BASE_URL", sim.base_url)
-    monkeypatch.setenv(prefix + "CA_BUNDLE", str(sim.ca_file))
-    monkeypatch.setenv(prefix + "LOOKBACK_MINUTES", "0")
-    monkeypatch.setenv(prefix + "MAX_ATTEMPTS", "2")
-    monkeypatch.setenv(prefix + "CREDENTIALS__CLIENT_ID", sim.client_id)
-    monkeypatch.setenv(prefix + "CREDENTIALS__CLIENT_SECRET", sim.client_secret)
-    monkeypatch.setenv(prefix + "CREDENTIALS__IDENTITY_URL", sim.identity_url)
+    section = f"avepoint_dynamics_{tenant}"
+    for name, value in config_env(sim, section, lookback_minutes="0", max_attempts="2").items():
+        monkeypatch.setenv(name, value)
 
 
 def _by_tenant(loader: Loader) -> dict[str, dict[str, dict[str, Any]]]:

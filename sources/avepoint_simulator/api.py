@@ -195,19 +195,15 @@ def parse_v1(content_type: str | None, body: bytes) -> JobsRequest:
     status = _int(fields.get("status"), "status")
     org = _org(fields.get("organizationid"))
     object_type = _int(fields.get("objecttype"), "objectType")
-    link = [
-        ("type", job_type),
-        ("startTime", fields.get("starttime")),
-        ("finishTime", fields.get("endtime")),
-        ("status", status),
-        ("organizationId", org),
-        ("objectType", object_type),
-    ]
-    return JobsRequest(
+    return _jobs_request(
         page,
         size,
-        _filter(start, end, job_type, status, org, object_type),
-        tuple((k, str(v)) for k, v in link if v is not None),
+        job_type,
+        status,
+        org,
+        object_type,
+        (start, fields.get("starttime")),
+        (end, fields.get("endtime")),
     )
 
 
@@ -241,10 +237,33 @@ def parse_v2(query: str) -> JobsRequest:
     status = _query_int(params, "status")
     org = _org(params.get("organizationid") or None)
     object_type = _query_int(params, "objectType")
+    return _jobs_request(
+        page,
+        size,
+        job_type,
+        status,
+        org,
+        object_type,
+        (start, params.get("starttime") or None),
+        (end, params.get("finishtime") or None),
+    )
+
+
+def _jobs_request(
+    page: int,
+    size: int,
+    job_type: int | None,
+    status: int | None,
+    org: str | None,
+    object_type: int | None,
+    start: tuple[Any, Any],
+    end: tuple[Any, Any],
+) -> JobsRequest:
+    """Validated values (and the raw window bounds, for the v2 nextLink) as one request of either version."""
     link = [
         ("type", job_type),
-        ("startTime", params.get("starttime") or None),
-        ("finishTime", params.get("finishtime") or None),
+        ("startTime", start[1]),
+        ("finishTime", end[1]),
         ("status", status),
         ("organizationId", org),
         ("objectType", object_type),
@@ -252,7 +271,7 @@ def parse_v2(query: str) -> JobsRequest:
     return JobsRequest(
         page,
         size,
-        _filter(start, end, job_type, status, org, object_type),
+        _filter(start[0], end[0], job_type, status, org, object_type),
         tuple((k, str(v)) for k, v in link if v is not None),
     )
 

@@ -190,6 +190,56 @@ def test_answers_that_are_not_a_job_list_fail_clearly_and_load_nothing(
     assert_rows_equal(loader.rows(), sim.world.ground_truth())
 
 
+@pytest.mark.parametrize("window", ["inclusive", "ignored"])
+def test_a_server_that_reads_the_window_its_own_way_still_loads_each_job_once(
+    window: str, tmp_path: Path
+) -> None:
+    # An open job from weeks ago gets its own one-second window next to the window of new jobs. A server
+    # whose endTime is inclusive, or that ignores the window, answers both with jobs of the other one.
+    with Simulator(jobs=600, seed=12) as sim:
+        loader = Loader(sim, tmp_path)
+        old = sim.world.ground_truth()[200]
+        sim.world.patch_job(old["jobId"], status=2, finishTime=None, durationHours=None)
+        loader.load(page_size=50, max_concurrency=4)
+        assert old["jobId"] in loader.state()["open_jobs"]
+
+        sim.set_faults(window=window)
+        sim.world.add_jobs(30, running=2)
+        sim.world.patch_job(old["jobId"], status=3, finishTime=old["finishTime"], durationHours=1.5)
+        loader.load(page_size=50, max_concurrency=4)
+
+        (count, distinct) = loader.query("SELECT count(*), count(DISTINCT job_id) FROM jobs")[0]
+        assert count == distinct == 630
+        assert_rows_equal(loader.rows(), sim.world.ground_truth())
+        assert old["jobId"] not in loader.state()["open_jobs"]
+
+
+def test_rows_are_declared_unique_to_the_merge_only_when_every_window_proved_it(
+    tmp_path: Path,
+) -> None:
+    # Unique rows let dlt's merge skip its ROW_NUMBER() pass; a window read twice must not claim that.
+    with Simulator(jobs=1_000, seed=4, faults=Faults(churn_per_page=3)) as sim:
+        loader = Loader(sim, tmp_path)
+        loader.load(page_size=40, max_concurrency=4)
+        assert _declared_unique(loader) is False  # churn: windows were re-read in slices
+        assert_exact_after_faults(sim, loader)
+
+        sim.set_faults(churn_per_page=0)
+        sim.world.add_jobs(50, running=2)
+        loader.load(page_size=40, max_concurrency=4)
+        assert _declared_unique(loader) is True
+        assert_exact_after_faults(sim, loader)
+
+
+def _declared_unique(loader: Loader) -> Any:
+    import dlt
+
+    pipeline = dlt.pipeline(
+        pipeline_name=loader.pipeline_name, pipelines_dir=str(loader.workdir / "pipelines")
+    )
+    return pipeline.default_schema.tables["jobs"].get("x-stage-data-deduplicated")
+
+
 @pytest.mark.parametrize(
     ("field", "value", "reason"),
     [

@@ -30,8 +30,9 @@ from .errors import ApiError, AuthError, AvePointError, ConfigError
 from .incremental import RunTracker, plan_run
 from .paging import WindowReader
 from .query import JobsQuery, build_query, resolve_hosts
-from .rows import JobRows, dlt_columns, rejected_table
+from .rows import Bounds, JobRows, dlt_columns, rejected_table
 from .settings import DEFAULT_MAX_CONCURRENCY, DEFAULT_PAGE_SIZE
+from .times import to_micros
 
 __all__ = [
     "ApiError",
@@ -164,24 +165,36 @@ def jobs(setup: JobsSetup, on_page: Callable[[JobsPage], None] | None = None) ->
     plan = plan_run(query, state, now=datetime.now(UTC))
     tracker = RunTracker(plan)
     tokens, client = setup.connect()
-    rows = JobRows(setup.constants)
+    rows = JobRows(setup.constants, [_bounds(window) for window in plan.windows])
     logger.info(
         "reading jobs in %s (+%d open-job windows)", plan.new_jobs, len(plan.open_job_windows)
     )
+    declared: bool | None = None  # what the package says about duplicates so far
+    outside = strays = 0
     try:
         with ThreadPoolExecutor(query.max_concurrency, thread_name_prefix="avepoint-page") as pool:
             reader = WindowReader(client, pool, on_page)
             pending: list[dict[str, Any]] = []
-            for page_jobs in chain(reader.read_all(plan.windows), [None]):
-                if page_jobs is not None:
+            bounds: list[Bounds] = []
+            for item in chain(reader.read_all(plan.windows), [None]):
+                if item is not None:
+                    window, page_jobs = item
                     pending.extend(page_jobs)
+                    bounds.extend([_bounds(window)] * len(page_jobs))
                     if len(pending) < BATCH_JOBS:
                         continue
-                batch = rows.to_batch(pending)
-                pending = []
+                batch = rows.to_batch(pending, bounds)
+                pending, bounds = [], []
                 tracker.add(batch)
+                outside += batch.outside
+                strays += batch.strays
                 if batch.table is not None:
-                    yield batch.table
+                    deduplicated = not (reader.stats.may_repeat or strays)
+                    if deduplicated == declared:
+                        yield batch.table
+                    else:
+                        declared = deduplicated
+                        yield dlt.mark.with_hints(batch.table, _deduplicated_hint(deduplicated))
                 if batch.rejected:
                     for job in batch.rejected:
                         logger.warning(
@@ -203,6 +216,13 @@ def jobs(setup: JobsSetup, on_page: Callable[[JobsPage], None] | None = None) ->
         client.close()
     if not plan.is_backfill:
         tracker.commit(state)
+    if outside or strays:
+        logger.warning(
+            "the API sent %d jobs that started outside the time window asked for (%d of them outside "
+            "every window of this run, loaded anyway); does it filter on startTime?",
+            outside + strays,
+            strays,
+        )
     stats = reader.stats
     logger.info(
         "read %d jobs in %d pages (%d requests, %d tokens, %d windows re-read); %d open, %d rejected",
@@ -214,6 +234,21 @@ def jobs(setup: JobsSetup, on_page: Callable[[JobsPage], None] | None = None) ->
         len(tracker.open_now),
         tracker.rejected,
     )
+
+
+def _bounds(window: Window) -> Bounds:
+    return (to_micros(window.start) if window.start is not None else None, to_micros(window.end))
+
+
+def _deduplicated_hint(deduplicated: bool) -> Any:
+    """Tell the merge whether this run's rows are already unique by key.
+
+    When they are (every window's pages held exactly the total's number of distinct jobs, windows never
+    overlap and each job is kept from its own window only), dlt skips its ``ROW_NUMBER()`` pass over the
+    staging table: ~3x less merge time (bench/). A run that re-read a window, paged without a total or
+    kept a job from outside every window declares duplicates, and dlt deduplicates as before.
+    """
+    return dlt.mark.make_hints(additional_table_hints={"x-stage-data-deduplicated": deduplicated})
 
 
 def check_connection(source: Any = None, **source_args: Any) -> dict[str, Any]:

@@ -48,6 +48,9 @@ class PagingStats:
     jobs: int = 0
     rereads: int = 0
     expected_jobs: int = 0
+    may_repeat: bool = False
+    """A window was read twice (re-read in slices) or paged without a total to check: the run may hold a job
+    more than once, so the load must deduplicate. False means every window proved distinct ids."""
 
 
 @dataclass
@@ -110,6 +113,7 @@ class WindowReader:
         first = self._fetch(window, 1)
         yield first.jobs
         if first.total is None:
+            self.stats.may_repeat = True  # nothing to count the pages against
             yield from self._walk_without_total(window, first)
             return
         self.stats.expected_jobs += first.total
@@ -128,6 +132,7 @@ class WindowReader:
         if tally.consistent():
             return
         self.stats.rereads += 1
+        self.stats.may_repeat = True  # the offset pass is already out: the slices repeat some of it
         logger.info(
             "window %s changed while paging (total %s, %d rows, totals agree: %s); re-reading it in slices",
             window,
@@ -137,10 +142,11 @@ class WindowReader:
         )
         yield from self._read_in_slices(window, tally.starts)
 
-    def read_all(self, windows: Iterable[Window]) -> Iterator[list[dict[str, Any]]]:
-        """Read several windows one after the other."""
+    def read_all(self, windows: Iterable[Window]) -> Iterator[tuple[Window, list[dict[str, Any]]]]:
+        """Read several windows one after the other; yields each page's jobs with their window."""
         for window in windows:
-            yield from self.read(window)
+            for jobs in self.read(window):
+                yield window, jobs
 
     def _fetch(self, window: Window, number: int, size: int | None = None) -> JobsPage:
         page = self.client.fetch_page(window, number, size)

@@ -14,7 +14,7 @@ from dlt.common.normalizers.naming.snake_case import NamingConvention
 from dlt.common.schema.typing import TTableSchemaColumns
 
 from .settings import IN_PROGRESS_STATUS, status_label, type_label
-from .times import parse_api_time
+from .times import parse_api_time, to_micros
 
 _UTC_MICROS = pa.timestamp("us", tz="UTC")
 _UTC_NANOS = pa.timestamp("ns", tz="UTC")
@@ -150,6 +150,15 @@ class JobBatch:
     rejected: list[RejectedJob] = field(default_factory=list)
     open_jobs: dict[str, datetime] = field(default_factory=dict)
     """Jobs still running (or without finish time), by id, with their start time."""
+    outside: int = 0
+    """Jobs that started outside the window they were asked for, inside another window of the run: left to
+    that window, so a job reaches the table once whatever the API's bounds mean (``endTime`` inclusive)."""
+    strays: int = 0
+    """Jobs that started outside every window of the run: kept (never lost), but they may come twice."""
+
+
+#: A job's window as microseconds since the epoch: ``[start, end)``, ``start`` None = from the beginning.
+Bounds = tuple[int | None, int]
 
 
 class JobRows:
@@ -164,21 +173,47 @@ class JobRows:
         ['finished']
     """
 
-    def __init__(self, extra_columns: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, extra_columns: dict[str, str] | None = None, windows: list[Bounds] | None = None
+    ) -> None:
         self._constants = dict(extra_columns or {})
         self._extra_names: dict[str, str] = {}
+        self._windows = list(windows or [])
 
-    def to_batch(self, jobs: list[dict[str, Any]]) -> JobBatch:
+    def to_batch(self, jobs: list[dict[str, Any]], bounds: list[Bounds] | None = None) -> JobBatch:
         """Convert jobs; a job with a value that does not fit its column is rejected, never dropped.
 
         The common case is columnar (one ``pa.array`` per field, ~20x faster than a loop over rows);
         a batch with any odd value is converted row by row instead, to find and set aside the culprits.
+
+        Args:
+            jobs: Job objects as the API sent them.
+            bounds: The window each job was asked for (one per job). A job that started outside it but
+                inside another of the run's ``windows`` is left to that one (``outside``); one outside
+                them all is kept (``strays``).
         """
         if not jobs:
             return JobBatch(None)
         arrays = _columns_fast(jobs)
         if arrays is None:
-            return self._to_batch_row_by_row(jobs)
+            return self._to_batch_row_by_row(jobs, bounds)
+        outside = strays = 0
+        if bounds is not None:
+            inside = _inside(arrays["start_time"], bounds)
+            if not pc.all(inside).as_py():
+                starts = arrays["start_time"].cast(pa.int64()).to_pylist()
+                keep = inside.to_pylist()
+                for index, fits in enumerate(keep):
+                    if not fits:
+                        keep[index] = not self._elsewhere(starts[index])
+                        outside += not keep[index]
+                        strays += keep[index]
+                if outside:
+                    mask = pa.array(keep, pa.bool_())
+                    arrays = {name: array.filter(mask) for name, array in arrays.items()}
+                    jobs = [job for job, kept in zip(jobs, keep, strict=True) if kept]
+                    if not jobs:
+                        return JobBatch(None, outside=outside)
         status, finish = arrays["status"], arrays["finish_time"]
         still_open = pc.fill_null(
             pc.or_kleene(pc.equal(status, IN_PROGRESS_STATUS), finish.is_null()), False
@@ -190,20 +225,28 @@ class JobRows:
             for key in set().union(*map(dict.keys, jobs)) - _KNOWN
         }
         table = self._table(arrays, extras, len(jobs))
-        return JobBatch(table, [], dict(zip(open_ids, open_starts, strict=True)))
+        open_jobs = dict(zip(open_ids, open_starts, strict=True))
+        return JobBatch(table, [], open_jobs, outside, strays)
 
-    def _to_batch_row_by_row(self, jobs: list[dict[str, Any]]) -> JobBatch:
+    def _to_batch_row_by_row(
+        self, jobs: list[dict[str, Any]], bounds: list[Bounds] | None
+    ) -> JobBatch:
         values: dict[str, list[Any]] = {column.name: [] for column in JOB_COLUMNS}
         extras: dict[str, list[Any]] = {}
         rejected: list[RejectedJob] = []
         open_jobs: dict[str, datetime] = {}
-        count = 0
-        for job in jobs:
+        count = outside = strays = 0
+        for index, job in enumerate(jobs):
             try:
                 row = [self._convert(column, job) for column in JOB_COLUMNS]
             except BadValue as error:
                 rejected.append(_reject(job, str(error)))
                 continue
+            if bounds is not None and not _within(to_micros(row[1]), bounds[index]):
+                if self._elsewhere(to_micros(row[1])):
+                    outside += 1
+                    continue
+                strays += 1
             for column, value in zip(JOB_COLUMNS, row, strict=True):
                 values[column.name].append(value)
             for key in job.keys() - _KNOWN:
@@ -216,12 +259,16 @@ class JobRows:
             if status == IN_PROGRESS_STATUS or finish is None:
                 open_jobs[row[0]] = row[1]
         if not count:
-            return JobBatch(None, rejected, open_jobs)
+            return JobBatch(None, rejected, open_jobs, outside, strays)
         arrays = {
             column.name: pa.array(values[column.name], type=column.arrow_type)
             for column in JOB_COLUMNS
         }
-        return JobBatch(self._table(arrays, extras, count), rejected, open_jobs)
+        table = self._table(arrays, extras, count)
+        return JobBatch(table, rejected, open_jobs, outside, strays)
+
+    def _elsewhere(self, start: int) -> bool:
+        return any(_within(start, window) for window in self._windows)
 
     def _table(
         self, arrays: dict[str, pa.Array], extras: dict[str, list[Any]], count: int
@@ -273,6 +320,20 @@ def rejected_table(jobs: list[RejectedJob]) -> pa.Table:
             "raw_job": pa.array([job.raw for job in jobs], pa.string()),
         }
     )
+
+
+def _within(start: int, bounds: Bounds) -> bool:
+    low, high = bounds
+    return (low is None or start >= low) and start < high
+
+
+def _inside(starts: pa.Array, bounds: list[Bounds]) -> pa.Array:
+    """True where a start time (UTC microseconds) lies in its job's window."""
+    micros = starts.cast(pa.int64())
+    low = pa.array([bound[0] for bound in bounds], pa.int64())
+    high = pa.array([bound[1] for bound in bounds], pa.int64())
+    after_low = pc.fill_null(pc.greater_equal(micros, low), True)  # null low: from the beginning
+    return pc.and_(after_low, pc.less(micros, high))
 
 
 def _labels(codes: pa.Array, label: Callable[[int | None], str | None]) -> pa.Array:

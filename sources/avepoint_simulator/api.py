@@ -7,6 +7,7 @@ numbers) and answers 400 with a body naming the field.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import re
@@ -274,6 +275,16 @@ def _jobs_request(
         _filter(start[0], end[0], job_type, status, org, object_type),
         tuple((k, str(v)) for k, v in link if v is not None),
     )
+
+
+def with_window_reading(request: JobsRequest, window: str) -> JobsRequest:
+    """The request as a server reading its window ``"half_open"``, ``"inclusive"`` or ``"ignored"`` sees it."""
+    flt = request.filter
+    if window == "inclusive" and flt.end is not None:
+        flt = dataclasses.replace(flt, end=flt.end + 1)  # one tick: a job at endTime is in
+    elif window == "ignored":
+        flt = dataclasses.replace(flt, start=None, end=None)
+    return request if flt is request.filter else dataclasses.replace(request, filter=flt)
 
 
 # ---------------------------------------------------------------------- answer

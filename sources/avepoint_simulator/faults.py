@@ -17,6 +17,7 @@ SORTS = ("newest", "oldest")
 WRAPPERS = ("current", "draft")
 RETRY_AFTER_FORMATS = ("seconds", "date", "none")
 MALFORMED = (None, "not_json", "no_job_list", "html")
+WINDOWS = ("half_open", "inclusive", "ignored")
 
 
 @dataclass
@@ -51,6 +52,9 @@ class Faults:
         malformed_response: ``None``, ``"not_json"``, ``"no_job_list"`` or ``"html"``: served
             with status 200 instead of the answer.
         faults_on_token: Apply drop/error/rate-limit/truncate to the token endpoint too.
+        window: How the server reads ``startTime``/``endTime``: ``"half_open"`` (``[start, end)``, the
+            default), ``"inclusive"`` (``[start, end]``: a job that started exactly at ``endTime`` is
+            served too) or ``"ignored"`` (a broken server: every job, whatever the window).
     """
 
     latency_ms: float = 0.0
@@ -71,6 +75,7 @@ class Faults:
     total_offset: int = 0
     malformed_response: str | None = None
     faults_on_token: bool = False
+    window: str = "half_open"
 
     def __post_init__(self) -> None:
         self.error_statuses = tuple(self.error_statuses)
@@ -99,6 +104,7 @@ class Faults:
             ("wrapper", self.wrapper, WRAPPERS),
             ("retry_after_format", self.retry_after_format, RETRY_AFTER_FORMATS),
             ("malformed_response", self.malformed_response, MALFORMED),
+            ("window", self.window, WINDOWS),
         )
         for name, value, allowed in checks:
             if value not in allowed:

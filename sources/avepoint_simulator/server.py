@@ -336,6 +336,7 @@ class Handler(BaseHTTPRequestHandler):
                 return
             if faults.churn_per_page:
                 sim.world.churn(faults.churn_per_page)
+            request = api.with_window_reading(request, faults.window)
             payload = api.answer(
                 sim.world,
                 request,

@@ -21,6 +21,7 @@ from itertools import chain
 from typing import Any
 
 import dlt
+import pyarrow as pa
 from dlt.sources import DltResource
 
 from .auth import TokenProvider
@@ -214,6 +215,9 @@ def jobs(setup: JobsSetup, on_page: Callable[[JobsPage], None] | None = None) ->
                     )
     finally:
         client.close()
+    # Arrow's allocator (mimalloc) keeps the pages of every freed batch for reuse; nothing here reuses them
+    # and DuckDB's load comes next, with its own allocator: hand them back (~50 MB at 100,000 jobs, bench/).
+    pa.default_memory_pool().release_unused()
     if not plan.is_backfill:
         tracker.commit(state)
     if outside or strays:

@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 import pyarrow as pa
@@ -194,9 +195,12 @@ class JobRows:
         """
         if not jobs:
             return JobBatch(None)
-        arrays = _columns_fast(jobs)
-        if arrays is None:
+        fast = _columns_fast(jobs)
+        if fast is None:
             return self._to_batch_row_by_row(jobs, bounds)
+        arrays, complete = fast
+        # Every job holding exactly the known fields is the rule: one sum instead of a union of key sets.
+        keys_known = complete and sum(map(len, jobs)) == len(JOB_COLUMNS) * len(jobs)
         outside = strays = 0
         if bounds is not None:
             inside = _inside(arrays["start_time"], bounds)
@@ -220,10 +224,7 @@ class JobRows:
         )
         open_ids = arrays["job_id"].filter(still_open).to_pylist()
         open_starts = arrays["start_time"].filter(still_open).to_pylist()
-        extras = {
-            key: [_text(job.get(key)) for job in jobs]
-            for key in set().union(*map(dict.keys, jobs)) - _KNOWN
-        }
+        extras = {} if keys_known else _extras(jobs)
         table = self._table(arrays, extras, len(jobs))
         open_jobs = dict(zip(open_ids, open_starts, strict=True))
         return JobBatch(table, [], open_jobs, outside, strays)
@@ -342,11 +343,20 @@ def _labels(codes: pa.Array, label: Callable[[int | None], str | None]) -> pa.Ar
     return pa.array([names[code] for code in values], pa.string())
 
 
-def _columns_fast(jobs: list[dict[str, Any]]) -> dict[str, pa.Array] | None:
-    """All known columns at once with Arrow's converters, or None if any value needs a closer look."""
+def _columns_fast(jobs: list[dict[str, Any]]) -> tuple[dict[str, pa.Array], bool] | None:
+    """All known columns at once with Arrow's converters, or None if any value needs a closer look.
+
+    Returns:
+        The arrays, and whether every job holds every known field.
+    """
     arrays: dict[str, pa.Array] = {}
+    complete = True
     for column in JOB_COLUMNS:
-        raw = [job.get(column.api_name) for job in jobs]
+        try:
+            raw = list(map(itemgetter(column.api_name), jobs))  # ~1.4x a .get() comprehension
+        except KeyError:
+            complete = False
+            raw = [job.get(column.api_name) for job in jobs]
         try:
             array = _FAST[column.convert](raw, column.arrow_type)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
@@ -356,7 +366,15 @@ def _columns_fast(jobs: list[dict[str, Any]]) -> dict[str, pa.Array] | None:
         arrays[column.name] = array
     if pc.any(pc.equal(arrays["job_id"], "")).as_py():
         return None
-    return arrays
+    return arrays, complete
+
+
+def _extras(jobs: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Fields the API added since ``JOB_COLUMNS`` was written, as text, by API name."""
+    return {
+        key: [_text(job.get(key)) for job in jobs]
+        for key in set().union(*map(dict.keys, jobs)) - _KNOWN
+    }
 
 
 def _fast_int(raw: list[Any], arrow_type: pa.DataType) -> pa.Array | None:

@@ -17,6 +17,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from avepoint_simulator import api
 from avepoint_simulator.faults import Verdict
 from avepoint_simulator.identity import TokenError
@@ -349,7 +351,7 @@ class Handler(BaseHTTPRequestHandler):
             if faults.malformed_response is not None:
                 self._send_malformed(faults.malformed_response, payload)
                 return
-            self._send_maybe_truncated(200, json.dumps(payload).encode())
+            self._send_maybe_truncated(200, orjson.dumps(payload))
         except Exception as exc:  # a simulator bug must still answer, as a 500
             if status != 500:
                 raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -143,6 +144,91 @@ def test_retries_that_run_out_name_the_request_and_the_last_answer(
     assert "after 3 attempts" in message and "HTTP 50" in message
     assert sim.client_secret not in message and "\n" not in message
     assert sim.stats()["jobs_requests"] == 3
+
+
+class _TunnelProxy:
+    """An HTTP CONNECT proxy on 127.0.0.1 that relays bytes and counts the tunnels it opened."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.tunnels: list[str] = []
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._tunnel, args=(client,), daemon=True).start()
+
+    def _tunnel(self, client: Any) -> None:
+        import socket
+        import threading
+
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = client.recv(4096)
+            if not chunk:
+                client.close()
+                return
+            head += chunk
+        target = head.split(b" ")[1].decode()
+        self.tunnels.append(target)
+        host, port = target.rsplit(":", 1)
+        try:
+            upstream = socket.create_connection((host, int(port)), timeout=5)
+        except OSError:  # e.g. dlt's telemetry host: no network here
+            client.sendall(b"HTTP/1.1 502 Bad Gateway\r\n\r\n")
+            client.close()
+            return
+        upstream.settimeout(None)
+        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: Any, sink: Any) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.close()
+
+    def close(self) -> None:
+        self._server.close()
+
+
+def test_the_environments_https_proxy_is_used(
+    sim: Simulator, loader: Loader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    proxy = _TunnelProxy()
+    try:
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        loader.load(max_concurrency=4, page_size=100)
+    finally:
+        proxy.close()
+    host = sim.base_url.split("//", 1)[1]
+    # One keep-alive tunnel for the token, at least one more for the jobs pages.
+    assert proxy.tunnels.count(host) >= 2, proxy.tunnels
+    assert_rows_equal(loader.rows(), sim.world.ground_truth())
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    with pytest.raises(Exception) as failure:
+        loader.load(max_attempts=1)
+    assert isinstance(_root(failure.value), (ApiError, AuthError))
 
 
 def test_a_400_is_not_retried(sim: Simulator, loader: Loader) -> None:

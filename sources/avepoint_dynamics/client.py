@@ -173,13 +173,21 @@ class JobsClient:
         self.retry = retry or RetryPolicy()
         self.limit = AdaptiveLimit(query.max_concurrency)
         self.requests_sent = 0
-        # Passed per request: requests lets REQUESTS_CA_BUNDLE override a session's `verify`.
-        self._verify = verify
+        self._url = query.base_url + API_PATHS[query.api_version]
         self._session = requests.Session()
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(query.max_concurrency, 4))
         self._session.mount("https://", adapter)
         self._session.mount("http://", adapter)
-        self._url = query.base_url + API_PATHS[query.api_version]
+        # The environment (HTTPS_PROXY / NO_PROXY, REQUESTS_CA_BUNDLE when verify is True) is read once,
+        # by requests' own rules, for the one URL we call: per request it walked every environment
+        # variable twice (~0.15 ms of GIL time a request). Passed per request, as a session's `verify`
+        # would lose to REQUESTS_CA_BUNDLE.
+        environment = self._session.merge_environment_settings(self._url, {}, None, verify, None)
+        self._proxies = dict(environment["proxies"])
+        self._verify: bool | str = (
+            environment["verify"] if environment["verify"] is not None else True
+        )
+        self._session.trust_env = False
 
     def close(self) -> None:
         """Close pooled connections."""
@@ -254,6 +262,7 @@ class JobsClient:
                 auth=auth,
                 timeout=timeout,
                 verify=self._verify,
+                proxies=self._proxies,
                 **payload,
             )
             if response.status_code == 429:

@@ -2,8 +2,11 @@
 
 Run (from the repository root)::
 
-    .venv/bin/python bench/run.py            # full: {0, 50} ms x {100,000, 1,000,000} jobs, page size 100
-    .venv/bin/python bench/run.py --quick    # smoke: 20,000 jobs, same latencies
+    scripts/bench            # full: {0, 50} ms x {100,000, 1,000,000} jobs, page size 100
+    scripts/bench --quick    # smoke: 20,000 jobs, same latencies
+
+``scripts/bench`` runs this file with ``.venv-bench``, the base install a user has (no dev extras: the
+dev venv's dagster brings sqlalchemy, which dlt imports when it finds it, +11 MB per process).
 
 For every scenario (jobs x latency) a fresh simulator runs as a separate process (``avepoint-simulator``),
 and every contender runs in a subprocess of its own, into a fresh DuckDB file and dlt ``pipelines_dir``:
@@ -517,6 +520,15 @@ PACKAGES = (
     ("sources/avepoint_simulator", "avepoint_simulator"),
     ("pipelines", "avepoint_pipelines"),
 )
+
+
+def _environment() -> str:
+    """Which install the contenders ran in: extras change what dlt imports (sqlalchemy) and so RSS."""
+    from importlib.util import find_spec
+
+    extras = [name for name in ("sqlalchemy", "dagster", "psycopg2", "pytest") if find_spec(name)]
+    kind = "base install" if not extras else "with " + ", ".join(extras)
+    return f"interpreter {sys.prefix} ({kind})"
 
 
 def snapshot_code(root: Path) -> dict[str, Any]:
@@ -1191,7 +1203,8 @@ def markdown(
         + (" + uncommitted changes" if meta.get("code_uncommitted_changes") else "")
         + (f" (code snapshot {meta['code_sha256']})" if meta.get("code_sha256") else "")
         + f", Python {meta['python']}, "
-        f"dlt {meta['dlt']}, {meta['cpus']} CPUs. Page size {meta['page_size']}, ours and the transport "
+        f"dlt {meta['dlt']}, {meta['cpus']} CPUs, {meta.get('environment', 'environment not recorded')}."
+        f" Page size {meta['page_size']}, ours and the transport "
         f"limit at {meta['concurrency']} requests in flight. Simulator in its own process, each contender "
         "in its own process (peak RSS is that process's), fresh DuckDB file and dlt pipelines_dir each. "
         "Wall time excludes interpreter start and imports. "
@@ -1396,8 +1409,9 @@ def main(argv: list[str] | None = None) -> int:
     root.mkdir(parents=True, exist_ok=True)
     meta = {
         "command": " ".join(
-            [".venv/bin/python bench/run.py", *(argv if argv is not None else sys.argv[1:])]
+            ["scripts/bench", *(argv if argv is not None else sys.argv[1:])]
         ).strip(),
+        "environment": _environment(),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "git_commit": git_commit(),
         "python": platform.python_version(),

@@ -15,7 +15,7 @@ from dlt.common.normalizers.naming.snake_case import NamingConvention
 from dlt.common.schema.typing import TTableSchemaColumns
 
 from .settings import IN_PROGRESS_STATUS, status_label, type_label
-from .times import parse_api_time, to_micros
+from .times import parse_api_time
 
 _UTC_MICROS = pa.timestamp("us", tz="UTC")
 _UTC_NANOS = pa.timestamp("ns", tz="UTC")
@@ -201,6 +201,45 @@ class JobRows:
         arrays, complete = fast
         # Every job holding exactly the known fields is the rule: one sum instead of a union of key sets.
         keys_known = complete and sum(map(len, jobs)) == len(JOB_COLUMNS) * len(jobs)
+        return self._batch(arrays, jobs, bounds, [], keys_known)
+
+    def _to_batch_row_by_row(
+        self, jobs: list[dict[str, Any]], bounds: list[Bounds] | None
+    ) -> JobBatch:
+        values: dict[str, list[Any]] = {column.name: [] for column in JOB_COLUMNS}
+        rejected: list[RejectedJob] = []
+        kept: list[dict[str, Any]] = []
+        kept_bounds: list[Bounds] = []
+        for index, job in enumerate(jobs):
+            try:
+                row = [self._convert(column, job) for column in JOB_COLUMNS]
+            except BadValue as error:
+                rejected.append(_reject(job, str(error)))
+                continue
+            for column, value in zip(JOB_COLUMNS, row, strict=True):
+                values[column.name].append(value)
+            kept.append(job)
+            if bounds is not None:
+                kept_bounds.append(bounds[index])
+        if not kept:
+            return JobBatch(None, rejected)
+        arrays = {
+            column.name: pa.array(values[column.name], type=column.arrow_type)
+            for column in JOB_COLUMNS
+        }
+        return self._batch(
+            arrays, kept, kept_bounds if bounds is not None else None, rejected, keys_known=False
+        )
+
+    def _batch(
+        self,
+        arrays: dict[str, pa.Array],
+        jobs: list[dict[str, Any]],
+        bounds: list[Bounds] | None,
+        rejected: list[RejectedJob],
+        keys_known: bool,
+    ) -> JobBatch:
+        """Typed columns of ``jobs`` → the batch: window check, open jobs, new fields, the table."""
         outside = strays = 0
         if bounds is not None:
             inside = _inside(arrays["start_time"], bounds)
@@ -208,7 +247,7 @@ class JobRows:
                 starts = arrays["start_time"].cast(pa.int64()).to_pylist()
                 keep = inside.to_pylist()
                 for index, fits in enumerate(keep):
-                    if not fits:
+                    if not fits:  # left to the run's window it belongs to; kept if it has none
                         keep[index] = not self._elsewhere(starts[index])
                         outside += not keep[index]
                         strays += keep[index]
@@ -217,55 +256,16 @@ class JobRows:
                     arrays = {name: array.filter(mask) for name, array in arrays.items()}
                     jobs = [job for job, kept in zip(jobs, keep, strict=True) if kept]
                     if not jobs:
-                        return JobBatch(None, outside=outside)
+                        return JobBatch(None, rejected, outside=outside)
         status, finish = arrays["status"], arrays["finish_time"]
         still_open = pc.fill_null(
             pc.or_kleene(pc.equal(status, IN_PROGRESS_STATUS), finish.is_null()), False
         )
         open_ids = arrays["job_id"].filter(still_open).to_pylist()
         open_starts = arrays["start_time"].filter(still_open).to_pylist()
+        open_jobs = dict(zip(open_ids, open_starts, strict=True))
         extras = {} if keys_known else _extras(jobs)
         table = self._table(arrays, extras, len(jobs))
-        open_jobs = dict(zip(open_ids, open_starts, strict=True))
-        return JobBatch(table, [], open_jobs, outside, strays)
-
-    def _to_batch_row_by_row(
-        self, jobs: list[dict[str, Any]], bounds: list[Bounds] | None
-    ) -> JobBatch:
-        values: dict[str, list[Any]] = {column.name: [] for column in JOB_COLUMNS}
-        extras: dict[str, list[Any]] = {}
-        rejected: list[RejectedJob] = []
-        open_jobs: dict[str, datetime] = {}
-        count = outside = strays = 0
-        for index, job in enumerate(jobs):
-            try:
-                row = [self._convert(column, job) for column in JOB_COLUMNS]
-            except BadValue as error:
-                rejected.append(_reject(job, str(error)))
-                continue
-            if bounds is not None and not _within(to_micros(row[1]), bounds[index]):
-                if self._elsewhere(to_micros(row[1])):
-                    outside += 1
-                    continue
-                strays += 1
-            for column, value in zip(JOB_COLUMNS, row, strict=True):
-                values[column.name].append(value)
-            for key in job.keys() - _KNOWN:
-                extras.setdefault(key, [None] * count).append(_text(job[key]))
-            count += 1
-            for column_values in extras.values():
-                if len(column_values) < count:
-                    column_values.append(None)
-            status, finish = row[4], row[2]
-            if status == IN_PROGRESS_STATUS or finish is None:
-                open_jobs[row[0]] = row[1]
-        if not count:
-            return JobBatch(None, rejected, open_jobs, outside, strays)
-        arrays = {
-            column.name: pa.array(values[column.name], type=column.arrow_type)
-            for column in JOB_COLUMNS
-        }
-        table = self._table(arrays, extras, count)
         return JobBatch(table, rejected, open_jobs, outside, strays)
 
     def _elsewhere(self, start: int) -> bool:

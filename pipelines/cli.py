@@ -266,8 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--pipelines-dir", default=None, help="dlt working folder root")
         command.add_argument(
             "--duckdb-memory-limit",
-            default="64MB",
-            help="DuckDB memory_limit while loading (default 64MB; 'none' for DuckDB's own)",
+            default="40MB",
+            help="DuckDB memory_limit while loading (default 40MB; 'none' for DuckDB's own)",
         )
         command.add_argument(
             "--duckdb-threads", default="1", help="DuckDB threads while loading (default 1; 'none')"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -105,6 +106,33 @@ def test_a_job_running_for_days_is_updated_without_rereading_history(
     assert old["jobId"] not in loader.state()["open_jobs"]
     # one page for the new window, one per open-job window: not the weeks in between
     assert jobs_requests(sim) <= 2 + len(loader.state()["open_jobs"]) + 5
+
+
+def test_the_windows_of_open_jobs_are_requested_together(tmp_path: Path) -> None:
+    # A scheduled run reads one window per cluster of jobs still open at the last run; one after the
+    # other, each would cost a round trip of its own (here 100 ms) before the new jobs are even asked for.
+    with Simulator(jobs=3_000, seed=11, latency_ms=100) as sim:
+        loader = Loader(sim, tmp_path)
+        truth = sim.world.ground_truth()
+        # days apart, long before the newest jobs
+        old = [truth[i] for i in (300, 900, 1_500, 2_100)]
+        for job in old:
+            sim.world.patch_job(job["jobId"], status=2, finishTime=None, durationHours=None)
+        loader.load()
+        assert {job["jobId"] for job in old} <= set(loader.state()["open_jobs"])
+
+        for job in old:
+            started = api_time(job["startTime"])
+            assert started is not None
+            finished = (started + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            sim.world.patch_job(job["jobId"], status=3, finishTime=finished, durationHours=1.0)
+        sim.reset_stats()
+        loader.load()
+
+        # the four old windows and the new one: their first pages were in flight at the same time
+        assert sim.stats()["max_in_flight"] >= len(old) + 1
+        assert_rows_equal(loader.rows(), sim.world.ground_truth())
+        assert not {job["jobId"] for job in old} & set(loader.state()["open_jobs"])
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -103,14 +104,21 @@ class WindowReader:
         self.concurrency = client.query.max_concurrency
         self.stats = PagingStats()
         self._on_page = on_page
+        self._stats_lock = threading.Lock()  # pages are counted from the worker threads
 
-    def read(self, window: Window) -> Iterator[list[dict[str, Any]]]:
+    def read(
+        self, window: Window, first_page: Future[JobsPage] | None = None
+    ) -> Iterator[list[dict[str, Any]]]:
         """Yield every job that started in ``window``, page by page (a job may come twice after a re-read).
+
+        Args:
+            window: The time window.
+            first_page: Its page 1, already requested (read ahead by :meth:`read_all`); None: fetch it now.
 
         Raises:
             ApiError: the API repeats a page, or reports a total it never delivers.
         """
-        first = self._fetch(window, 1)
+        first = self._fetch(window, 1) if first_page is None else first_page.result()
         yield first.jobs
         if first.total is None:
             self.stats.may_repeat = True  # nothing to count the pages against
@@ -143,15 +151,30 @@ class WindowReader:
         yield from self._read_in_slices(window, tally.starts)
 
     def read_all(self, windows: Iterable[Window]) -> Iterator[tuple[Window, list[dict[str, Any]]]]:
-        """Read several windows one after the other; yields each page's jobs with their window."""
-        for window in windows:
-            for jobs in self.read(window):
-                yield window, jobs
+        """Read several windows one after the other; yields each page's jobs with their window.
+
+        Page 1 of the next windows is requested while the current one is read (up to the concurrency):
+        a scheduled run reads one window per cluster of still-open jobs, most of them a single page, and
+        one after the other each would cost a round trip of its own.
+        """
+        windows = list(windows)
+        ahead: dict[int, Future[JobsPage]] = {}
+        try:
+            for index, window in enumerate(windows):
+                for later in range(index, min(len(windows), index + self.concurrency)):
+                    if later not in ahead:
+                        ahead[later] = self.pool.submit(self._fetch, windows[later], 1)
+                for jobs in self.read(window, ahead.pop(index)):
+                    yield window, jobs
+        finally:
+            for future in ahead.values():
+                future.cancel()
 
     def _fetch(self, window: Window, number: int, size: int | None = None) -> JobsPage:
         page = self.client.fetch_page(window, number, size)
-        self.stats.pages += 1
-        self.stats.jobs += len(page.jobs)
+        with self._stats_lock:
+            self.stats.pages += 1
+            self.stats.jobs += len(page.jobs)
         if self._on_page is not None:
             self._on_page(page)
         return page

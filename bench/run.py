@@ -371,43 +371,47 @@ def run_prepare_arrow(spec: dict[str, Any]) -> dict[str, Any]:
     return {"rows_seen": table.num_rows, "seconds": 0.0}
 
 
-def run_load_limit(spec: dict[str, Any]) -> dict[str, Any]:
-    import dlt  # noqa: F401  (imported before timing, like every contender: ~0.4 s)
+def _arrow_rows(spec: dict[str, Any], share: float = 1.0) -> Any:
+    """The last ``share`` of the prepared Arrow file's rows, materialized in memory (before timing)."""
     import pyarrow as pa
 
     with pa.memory_map(spec["arrow_path"], "r") as source:
         table = pa.ipc.open_file(source).read_all()
-    table = table.combine_chunks()  # materialized in memory before timing
+    rows = max(1, math.ceil(table.num_rows * share))
+    return table.slice(table.num_rows - rows).combine_chunks()
+
+
+def _timed_dlt_run(spec: dict[str, Any], name: str, data: Any, **run_args: Any) -> dict[str, Any]:
+    """``pipeline.run(data)`` into the spec's DuckDB file as parquet, timed from pipeline creation."""
     rss0 = proc_status_mb("VmRSS")
     wall_start = dt.datetime.now(dt.UTC)
     started = time.perf_counter()
-    pipeline = _duckdb_pipeline(spec, "bench_load_limit")
-    info = pipeline.run(table, table_name="jobs", loader_file_format="parquet")
+    pipeline = _duckdb_pipeline(spec, name)
+    info = pipeline.run(data, loader_file_format="parquet", **run_args)
     seconds = time.perf_counter() - started
     wall_end = dt.datetime.now(dt.UTC)
     _check_load_info(info)
     return {
         "seconds": seconds,
-        "rows_seen": table.num_rows,
         "phases": _phases(pipeline, wall_start, wall_end),
         "rss_after_imports_mb": rss0,
     }
+
+
+def run_load_limit(spec: dict[str, Any]) -> dict[str, Any]:
+    import dlt  # noqa: F401  (imported before timing, like every contender: ~0.4 s)
+
+    table = _arrow_rows(spec)
+    result = _timed_dlt_run(spec, "bench_load_limit", table, table_name="jobs")
+    return {**result, "rows_seen": table.num_rows}
 
 
 def run_dlt_merge(spec: dict[str, Any]) -> dict[str, Any]:
     """Merge the last ``share`` of the Arrow file's rows on ``jobId`` through dlt (parquet, declared
     deduplicated): with share 1 it seeds the table, with share 0.01 it is the incremental limit."""
     import dlt
-    import pyarrow as pa
 
-    with pa.memory_map(spec["arrow_path"], "r") as source:
-        table = pa.ipc.open_file(source).read_all()
-    rows = max(1, math.ceil(table.num_rows * spec["share"]))
-    table = table.slice(table.num_rows - rows).combine_chunks()  # in memory before timing
-    rss0 = proc_status_mb("VmRSS")
-    wall_start = dt.datetime.now(dt.UTC)
-    started = time.perf_counter()
-    pipeline = _duckdb_pipeline(spec, "bench_incremental_limit")
+    table = _arrow_rows(spec, spec["share"])
     deduplicated = dlt.mark.make_hints(additional_table_hints={"x-stage-data-deduplicated": True})
     resource = dlt.resource(
         [dlt.mark.with_hints(table, deduplicated)],
@@ -415,16 +419,8 @@ def run_dlt_merge(spec: dict[str, Any]) -> dict[str, Any]:
         primary_key="jobId",
         write_disposition="merge",
     )
-    info = pipeline.run(resource, loader_file_format="parquet")
-    seconds = time.perf_counter() - started
-    wall_end = dt.datetime.now(dt.UTC)
-    _check_load_info(info)
-    return {
-        "seconds": seconds,
-        "rows_seen": table.num_rows,
-        "phases": _phases(pipeline, wall_start, wall_end),
-        "rss_after_imports_mb": rss0,
-    }
+    result = _timed_dlt_run(spec, "bench_incremental_limit", resource)
+    return {**result, "rows_seen": table.num_rows}
 
 
 def run_ours(spec: dict[str, Any]) -> dict[str, Any]:

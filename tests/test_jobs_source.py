@@ -93,10 +93,7 @@ def test_a_job_running_for_days_is_updated_without_rereading_history(
     assert loader.rows()[old["jobId"]]["status"] == 2
     assert old["jobId"] in loader.state()["open_jobs"]
 
-    started = api_time(old["startTime"])
-    assert started is not None
-    finished_at = (started + timedelta(days=4)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    sim.world.patch_job(old["jobId"], status=4, finishTime=finished_at, durationHours=96.0)
+    finished_at = _finish(sim, old, status=4, hours=96.0)
     sim.reset_stats()
     loader.load()
 
@@ -106,6 +103,15 @@ def test_a_job_running_for_days_is_updated_without_rereading_history(
     assert old["jobId"] not in loader.state()["open_jobs"]
     # one page for the new window, one per open-job window: not the weeks in between
     assert jobs_requests(sim) <= 2 + len(loader.state()["open_jobs"]) + 5
+
+
+def _finish(sim: Simulator, job: dict[str, Any], status: int, hours: float) -> str:
+    """End a running job in the simulator ``hours`` after its start; returns its API finishTime."""
+    started = api_time(job["startTime"])
+    assert started is not None
+    finished_at = (started + timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    sim.world.patch_job(job["jobId"], status=status, finishTime=finished_at, durationHours=hours)
+    return finished_at
 
 
 def test_the_windows_of_open_jobs_are_requested_together(tmp_path: Path) -> None:
@@ -122,10 +128,7 @@ def test_the_windows_of_open_jobs_are_requested_together(tmp_path: Path) -> None
         assert {job["jobId"] for job in old} <= set(loader.state()["open_jobs"])
 
         for job in old:
-            started = api_time(job["startTime"])
-            assert started is not None
-            finished = (started + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-            sim.world.patch_job(job["jobId"], status=3, finishTime=finished, durationHours=1.0)
+            _finish(sim, job, status=3, hours=1.0)
         sim.reset_stats()
         loader.load()
 

@@ -242,7 +242,7 @@ def test_a_400_is_not_retried(sim: Simulator, loader: Loader) -> None:
 
 
 def test_a_401_that_persists_after_one_renewal_is_an_auth_error(tmp_path: Path) -> None:
-    with Simulator(jobs=100, seed=4, token_lifetime_s=0.001) as sim:
+    with Simulator(jobs=100, seed=4, token_lifetime_s=1e-6) as sim:
         with pytest.raises(Exception) as failure:
             Loader(sim, tmp_path).load()
         error = _root(failure.value)

@@ -1149,7 +1149,6 @@ def evaluate_targets(
                 "unit": unit,
                 "goal": goal,
                 "pass": passed if value is not None else None,
-                "reference": goal == "reference",
             }
         )
 
@@ -1338,6 +1337,19 @@ def ratio_lines(scenario: dict[str, Any]) -> list[str]:
     return parts
 
 
+def _verdict(item: dict[str, Any]) -> str:
+    """PASS / FAIL, n/a when not measured, info for a reference figure (goal "reference")."""
+    if item["goal"] == "reference":
+        return "info"
+    if item["pass"] is None:
+        return "n/a"
+    return "PASS" if item["pass"] else "FAIL"
+
+
+def _value_text(item: dict[str, Any]) -> str:
+    return "-" if item["value"] is None else f"{item['value']:,.3f} {item['unit']}".strip()
+
+
 def markdown(
     meta: dict[str, Any], scenarios: list[dict[str, Any]], targets: list[dict[str, Any]]
 ) -> str:
@@ -1376,15 +1388,9 @@ def markdown(
     lines.append("| target | value | goal | result |")
     lines.append("|---|---:|---|---|")
     for item in targets:
-        verdict = (
-            "info"
-            if item.get("reference")
-            else "n/a"
-            if item["pass"] is None
-            else ("PASS" if item["pass"] else "FAIL")
+        lines.append(
+            f"| {item['target']} | {_value_text(item)} | {item['goal']} | {_verdict(item)} |"
         )
-        value = "-" if item["value"] is None else f"{item['value']:,.3f} {item['unit']}".strip()
-        lines.append(f"| {item['target']} | {value} | {item['goal']} | {verdict} |")
     lines.append("")
     return "\n".join(lines)
 
@@ -1609,15 +1615,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("== targets (issue 6)")
     for item in targets:
-        verdict = (
-            "info"
-            if item.get("reference")
-            else "n/a "
-            if item["pass"] is None
-            else ("PASS" if item["pass"] else "FAIL")
-        )
-        value = "-" if item["value"] is None else f"{item['value']:,.3f} {item['unit']}".strip()
-        print(f"  {verdict}  {item['target']}: {value} (goal {item['goal']})")
+        print(f"  {_verdict(item):4}  {item['target']}: {_value_text(item)} (goal {item['goal']})")
     print()
     stem = "bench-quick" if args.quick else "bench"
     print(

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import dlt
+from avepoint_dynamics import AvePointError
 from dlt.common.pipeline import LoadInfo
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.pipeline import Pipeline
@@ -52,6 +58,45 @@ class Target:
     duckdb_threads: int | None = 1
 
 
+class PipelineBusy(AvePointError):
+    """Another run of the same pipeline is in progress (a backfill and a scheduled load, say)."""
+
+    exit_code = 5
+
+
+@contextmanager
+def exclusive_run(pipeline: Pipeline) -> Iterator[None]:
+    """Hold the pipeline's run lock: two runs of one pipeline never interleave.
+
+    A backfill that read a job while it was running must not land after a scheduled run loaded its
+    final state (the row would go back in time), and two runs would race for the state. The lock is a
+    file in the pipeline's working folder (``flock``: released by the kernel if the process dies).
+
+    Raises:
+        PipelineBusy: another process holds it; nothing was read or loaded.
+    """
+    path = Path(pipeline.working_dir) / "avepoint-run.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise PipelineBusy(
+                f"pipeline {pipeline.pipeline_name!r} is busy: {holder} holds {path}; a backfill and "
+                "a load of one pipeline never run at once, so try again when it ends"
+            ) from None
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} (since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC)")
+            handle.flush()
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def make_pipeline(target: Target) -> Pipeline:
     """A dlt pipeline for ``target``; DuckDB writes to ``target.duckdb_path``."""
     destination: Any = target.destination
@@ -93,13 +138,14 @@ def finish_pending(pipeline: Pipeline) -> bool:
 def run_load(source: Any, target: Target | None = None) -> LoadInfo:
     """Extract, normalize and load ``source`` into ``target``; finishes a crashed run's package first.
 
-    After the load, the analyst views (:mod:`avepoint_pipelines.views`) are created or replaced.
+    Holds the pipeline's run lock throughout (:func:`exclusive_run`). After the load, the analyst views (:mod:`avepoint_pipelines.views`) are created or replaced.
     """
     target = target or Target()
     pipeline = make_pipeline(target)
-    finish_pending(pipeline)
-    file_format = load_file_format(target)
-    info = pipeline.run(source, loader_file_format=file_format)
-    # The views follow the table's columns (a tenant column may appear): recreate them after every load.
-    refresh_views_after_load(pipeline)
+    with exclusive_run(pipeline):
+        finish_pending(pipeline)
+        file_format = load_file_format(target)
+        info = pipeline.run(source, loader_file_format=file_format)
+        # The views follow the table's columns (a tenant column may appear): recreate them after every load.
+        refresh_views_after_load(pipeline)
     return info

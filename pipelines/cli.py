@@ -1,7 +1,7 @@
 """``avepoint-dynamics``: load, backfill, check, demo, state, reset, report — with exit codes schedulers can act on.
 
-Exit codes: 0 ok, 1 unexpected failure, 2 configuration error, 3 authentication error, 4 API failure,
-130 interrupted.
+Exit codes: 0 ok, 1 unexpected failure, 2 configuration error, 3 credentials refused, 4 a service that
+stayed unavailable or answered nonsense, 5 another run of the pipeline is in progress, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -152,11 +152,9 @@ def _load_tenants(args: argparse.Namespace) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
-    # Without --to, the range ends now: still bounded, so the incremental state stays untouched.
-    end = args.to or datetime.now(UTC).isoformat()
-    args.initial_start_time, args.end_time = args.from_, end
+    # Without --to, the range ends at the service's time now (not this machine's): still bounded, so
+    # the cursor stays where the scheduled runs put it.
+    args.initial_start_time, args.end_time = args.from_, args.to or "now"
     return cmd_load(args)
 
 
@@ -173,37 +171,61 @@ def cmd_state(args: argparse.Namespace) -> int:
     pipeline = make_pipeline(_target(args))
     resources = pipeline.state.get("sources", {}).get("avepoint_dynamics", {}).get("resources", {})
     state = resources.get("jobs", {})
+    tenant = getattr(args, "tenant", None)
+    if tenant:
+        state = state.get("tenants", {}).get(tenant, {})
     open_jobs = state.get("open_jobs", {})
+    abandoned = state.get("abandoned_jobs", {})
+    newest_abandoned = sorted(abandoned.items(), key=lambda item: item[1])[-20:]
     report = {
         "pipeline": pipeline.pipeline_name,
         "working_dir": pipeline.working_dir,
+        "tenant": tenant,
         "cursor": state.get("cursor"),
+        "service_time": state.get("service_time"),
+        "filters": state.get("filters"),
         "open_jobs": len(open_jobs),
         "open_job_watermark": min(open_jobs.values()) if open_jobs else None,
+        "set_aside_jobs": len(state.get("rejected_jobs", {}))
+        + len(state.get("rejected_windows", {})),
+        "abandoned_jobs": int(state.get("abandoned_count") or 0),
+        "abandoned_newest": [
+            {"job_id": job_id, "start_time": start} for job_id, start in newest_abandoned
+        ],
     }
+    if tenant is None and state.get("tenants"):
+        report["tenants"] = sorted(state["tenants"])
     print(json.dumps(report, indent=2))
     return EXIT_OK
 
 
 def cmd_reset(args: argparse.Namespace) -> int:
     pipeline = make_pipeline(_target(args))
+    tenant = getattr(args, "tenant", None)
+    what = f"tenant {tenant!r} of pipeline" if tenant else "pipeline"
     if not args.yes:
         if not sys.stdin.isatty():
             raise ConfigError(
                 "reset", "refusing to forget state without --yes when not on a terminal"
             )
-        answer = input(
-            f"Forget the incremental state of pipeline {pipeline.pipeline_name!r}? [y/N] "
-        )
+        answer = input(f"Forget the incremental state of {what} {pipeline.pipeline_name!r}? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing changed")
             return EXIT_OK
     from dlt.pipeline.helpers import pipeline_drop
 
-    pipeline.sync_destination()  # the state lives in the destination too: forget it there
-    pipeline_drop(pipeline, resources="jobs", state_only=True)()
+    from .avepoint_pipeline import exclusive_run
+
+    with exclusive_run(pipeline):
+        pipeline.sync_destination()  # the state lives in the destination too: forget it there
+        if tenant:
+            pipeline_drop(
+                pipeline, state_paths=f"resources.jobs.tenants.{tenant}", state_only=True
+            )()
+        else:
+            pipeline_drop(pipeline, resources="jobs", state_only=True)()
     print(
-        f"state of {pipeline.pipeline_name!r} forgotten: the next load reads the whole history again"
+        f"state of {what} {pipeline.pipeline_name!r} forgotten: the next load reads the whole history again"
     )
     return EXIT_OK
 
@@ -318,15 +340,19 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check, initial_start_time=None, end_time=None)
 
     state = commands.add_parser(
-        "state", parents=[common], help="show the incremental cursor and open-job watermark"
+        "state",
+        parents=[common],
+        help="show the cursor, the followed (open, set-aside) and the abandoned jobs",
     )
     target_options(state)
+    state.add_argument("--tenant", help="the state of this tenant (load --tenant / --tenants)")
     state.set_defaults(func=cmd_state)
 
     reset = commands.add_parser(
         "reset", parents=[common], help="forget the incremental state (asks first)"
     )
     target_options(reset)
+    reset.add_argument("--tenant", help="forget only this tenant's state")
     reset.add_argument("--yes", action="store_true", help="do not ask")
     reset.set_defaults(func=cmd_reset)
 

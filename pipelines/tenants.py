@@ -1,8 +1,9 @@
 """Several AvePoint tenants into one dataset: one source (own config section, own state) per tenant.
 
 Each tenant reads ``[sources.avepoint_dynamics_<tenant>]`` (``SOURCES__AVEPOINT_DYNAMICS_<TENANT>__...``),
-keeps its incremental state under that source name, and adds a ``tenant`` column to its rows, which share
-the ``jobs`` table (primary key ``tenant, job_id``). Tenants run one after another, each in a run of its
+keeps its incremental state apart (``tenants.<tenant>`` of the ``jobs`` resource state, where ``load
+--tenant`` and ``avepoint_dynamics(tenant=...)`` keep it too), and adds a ``tenant`` column to its rows,
+which share the ``jobs`` table (primary key ``tenant, job_id``). Tenants run one after another, each in a run of its
 own, so one tenant's failure costs nothing already loaded for the others.
 """
 
@@ -15,7 +16,13 @@ from typing import Any
 
 from avepoint_dynamics import ConfigError, avepoint_dynamics
 
-from .avepoint_pipeline import Target, finish_pending, load_file_format, make_pipeline
+from .avepoint_pipeline import (
+    Target,
+    exclusive_run,
+    finish_pending,
+    load_file_format,
+    make_pipeline,
+)
 from .views import refresh_views_after_load
 
 logger = logging.getLogger(__name__)
@@ -52,8 +59,9 @@ def section_of(tenant: str) -> str:
 
 def tenant_source(tenant: str, **source_args: Any) -> Any:
     """The ``avepoint_dynamics`` source of one tenant, configured from its own section."""
-    name = section_of(tenant)
-    return avepoint_dynamics.clone(name=name, section=name)(tenant=tenant, **source_args)
+    # Only the config section is the tenant's: the source keeps its name, so the tenant's state sits where
+    # `load --tenant <name>` and `avepoint_dynamics(tenant=<name>)` keep it (tenants.<name>).
+    return avepoint_dynamics.clone(section=section_of(tenant))(tenant=tenant, **source_args)
 
 
 def run_tenants(
@@ -72,14 +80,19 @@ def run_tenants(
         raise ConfigError("tenants", f"tenant names repeat: {tenants}")
     target = target or Target()
     pipeline = make_pipeline(target)
+    with exclusive_run(pipeline):
+        return _run_each(pipeline, tenants, target, source_args)
+
+
+def _run_each(
+    pipeline: Any, tenants: list[str], target: Target, source_args: dict[str, Any]
+) -> list[TenantResult]:
     results: list[TenantResult] = []
     for tenant in tenants:
         result = TenantResult(tenant)
         try:
             finish_pending(pipeline)
             source = tenant_source(tenant, **source_args)
-            # dlt keys a source's state by its schema name: each tenant keeps a schema of its own,
-            # all of them describing the same jobs table (dlt migrates it against the real columns).
             result.load_info = pipeline.run(source, loader_file_format=load_file_format(target))
         except Exception as error:  # reported per tenant; the others go on
             logger.error("tenant %s failed: %s", tenant, error)

@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from avepoint_dynamics import ApiError, AuthError, ConfigError, check_connection, jobs_setup
+from avepoint_dynamics import (
+    ApiError,
+    AuthError,
+    ConfigError,
+    UnavailableError,
+    check_connection,
+    jobs_setup,
+)
 from avepoint_simulator import Simulator
 from avepoint_simulator.certs import make_certificate, make_pfx
 
@@ -203,7 +210,11 @@ def test_an_identity_host_that_cannot_be_reached(loader: Loader, sim: Simulator)
         loader.load(credentials=credentials_for(sim, identity_url="https://127.0.0.1:9"))
 
     error = _root(failure.value)
-    assert isinstance(error, AuthError) and "cannot reach the identity service" in str(error)
+    # a refused first contact is a wrong address far more often than an outage: a few quick attempts,
+    # then the host and the keys that set it
+    assert isinstance(error, UnavailableError), error
+    assert "cannot connect to the identity service at https://127.0.0.1:9" in str(error)
+    assert "credentials.identity_url" in str(error) and error.exit_code == 4
 
 
 def test_a_region_without_dynamics_365_is_a_404_said_plainly(

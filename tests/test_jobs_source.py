@@ -86,7 +86,7 @@ def test_a_job_running_for_days_is_updated_without_rereading_history(
     sim: Simulator, loader: Loader
 ) -> None:
     truth = sim.world.ground_truth()
-    old = truth[len(truth) // 3]  # weeks before the newest jobs
+    old = _started_days_ago(truth, 10)  # days before the newest jobs, within the 30 days followed
     assert api_time(old["startTime"]) < datetime.now(UTC) - timedelta(days=3)  # type: ignore[operator]
     sim.world.patch_job(old["jobId"], status=2, finishTime=None, durationHours=None)
     loader.load()
@@ -105,6 +105,14 @@ def test_a_job_running_for_days_is_updated_without_rereading_history(
     assert jobs_requests(sim) <= 2 + len(loader.state()["open_jobs"]) + 5
 
 
+def _started_days_ago(truth: list[dict[str, Any]], days: float) -> dict[str, Any]:
+    """The first job that started at most ``days`` before the newest one."""
+    newest = api_time(truth[-1]["startTime"])
+    assert newest is not None
+    limit = newest - timedelta(days=days)
+    return next(job for job in truth if api_time(job["startTime"]) >= limit)  # type: ignore[operator]
+
+
 def _finish(sim: Simulator, job: dict[str, Any], status: int, hours: float) -> str:
     """End a running job in the simulator ``hours`` after its start; returns its API finishTime."""
     started = api_time(job["startTime"])
@@ -117,11 +125,11 @@ def _finish(sim: Simulator, job: dict[str, Any], status: int, hours: float) -> s
 def test_the_windows_of_open_jobs_are_requested_together(tmp_path: Path) -> None:
     # A scheduled run reads one window per cluster of jobs still open at the last run; one after the
     # other, each would cost a round trip of its own (here 100 ms) before the new jobs are even asked for.
-    with Simulator(jobs=3_000, seed=11, latency_ms=100) as sim:
+    with Simulator(jobs=3_000, seed=11, latency_ms=100, history_days=28, running=0) as sim:
         loader = Loader(sim, tmp_path)
         truth = sim.world.ground_truth()
-        # days apart, long before the newest jobs
-        old = [truth[i] for i in (300, 900, 1_500, 2_100)]
+        # days apart, long before the newest jobs: too far apart to be read as one span
+        old = [_started_days_ago(truth, days) for days in (25, 18, 11, 4)]
         for job in old:
             sim.world.patch_job(job["jobId"], status=2, finishTime=None, durationHours=None)
         loader.load()

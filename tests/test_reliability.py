@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from avepoint_dynamics import ApiError, AuthError, jobs_setup
+from avepoint_dynamics import ApiError, AuthError, UnavailableError, jobs_setup
 from avepoint_dynamics.client import JobsClient, Window
 from avepoint_dynamics.query import JobsQuery
 from avepoint_simulator import Faults, Simulator
@@ -134,7 +134,7 @@ def test_retries_that_run_out_name_the_request_and_the_last_answer(
 ) -> None:
     sim.set_faults(error_rate=1.0)
     client = _client(sim, loader)
-    end = Window(None, api_time("2030-01-01T00:00:00Z"))  # type: ignore[arg-type]
+    end = Window(None, api_time("2030-01-01T00:00:00Z"))
 
     with pytest.raises(ApiError) as failure:
         client.fetch_page(end, 3)
@@ -228,14 +228,15 @@ def test_the_environments_https_proxy_is_used(
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # nothing listens there
     with pytest.raises(Exception) as failure:
         loader.load(max_attempts=1)
-    assert isinstance(_root(failure.value), (ApiError, AuthError))
+    error = _root(failure.value)
+    assert isinstance(error, UnavailableError) and "proxy" in str(error), error
 
 
 def test_a_400_is_not_retried(sim: Simulator, loader: Loader) -> None:
     client = _client(sim, loader, page_size=500)  # past the API's limit, bypassing our own check
 
     with pytest.raises(ApiError) as failure:
-        client.fetch_page(Window(None, api_time("2030-01-01T00:00:00Z")), 1)  # type: ignore[arg-type]
+        client.fetch_page(Window(None, api_time("2030-01-01T00:00:00Z")), 1)
 
     assert "HTTP 400" in str(failure.value) and "pageSize" in str(failure.value)
     assert sim.stats()["jobs_requests"] == 1
@@ -284,7 +285,7 @@ def test_a_server_that_reads_the_window_its_own_way_still_loads_each_job_once(
     # whose endTime is inclusive, or that ignores the window, answers both with jobs of the other one.
     with Simulator(jobs=600, seed=12) as sim:
         loader = Loader(sim, tmp_path)
-        old = sim.world.ground_truth()[200]
+        old = sim.world.ground_truth()[-40]  # about 12 days old: followed (30 days at most)
         sim.world.patch_job(old["jobId"], status=2, finishTime=None, durationHours=None)
         loader.load(page_size=50, max_concurrency=4)
         assert old["jobId"] in loader.state()["open_jobs"]
@@ -340,7 +341,6 @@ def test_a_malformed_job_is_set_aside_counted_and_read_again(
     sim: Simulator, loader: Loader, field: str, value: Any, reason: str
 ) -> None:
     loader.load()
-    first_cursor = loader.state()["cursor"]
     new = sim.world.add_jobs(10)
     bad = new[4]
     if value is None:
@@ -350,25 +350,34 @@ def test_a_malformed_job_is_set_aside_counted_and_read_again(
 
     loader.load()
 
-    rejected = loader.query("SELECT job_id, reason, raw_job FROM jobs_rejected")
+    rejected = loader.query("SELECT rejection_key, job_id, reason, raw_job FROM jobs_rejected")
     assert len(rejected) == 1
-    job_id, why, raw = rejected[0]
+    key, job_id, why, raw = rejected[0]
     assert reason in why
     assert json.loads(raw)["organizationId"] == bad["organizationId"]
     if field != "jobId":
-        assert job_id == bad["jobId"]
+        assert job_id == key == bad["jobId"]
     rows = loader.rows()
     assert bad["jobId"] not in rows
     assert {j["jobId"] for j in new} - {bad["jobId"]} <= rows.keys()
-    cursor = loader.state()["cursor"]
-    if field == "startTime":
-        assert cursor == first_cursor  # cannot place the job in time: the window is read again
-    else:
-        assert api_time(cursor) <= api_time(bad["startTime"])  # type: ignore[operator]
+    # the bad job does not hold the cursor: it is followed on its own, like an open job
+    state = loader.state()
+    assert api_time(state["cursor"]) > api_time(new[-1]["startTime"])  # type: ignore[operator]
+    assert key in {**state["rejected_jobs"], **state["rejected_windows"]}
+
+    sim.world.add_jobs(3)
+    sim.reset_stats()
+    loader.load()
+    loader.load()
+    assert len(loader.query("SELECT * FROM jobs_rejected")) == 1  # one row per job, not per run
+    assert sim.stats()["jobs_requests"] <= 2 * 3  # each run: the clock, the new jobs, the bad job
 
     sim.world.patch_job(bad["jobId"], **{field: bad[field]})
     loader.load()
     assert bad["jobId"] in loader.rows()
+    assert loader.query("SELECT * FROM jobs_rejected") == []  # it loaded: no longer set aside
+    state = loader.state()
+    assert not state["rejected_jobs"] and not state["rejected_windows"]
     assert_rows_equal(loader.rows(), sim.world.ground_truth())
 
 

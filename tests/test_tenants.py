@@ -55,13 +55,12 @@ def test_tenants_load_side_by_side_and_one_failure_spares_the_others(
         pipeline = dlt.pipeline(
             pipeline_name=target.pipeline_name, pipelines_dir=target.pipelines_dir
         )
-        states = pipeline.state["sources"]
-        fabrikam_state = states["avepoint_dynamics_fabrikam"]["resources"]["jobs"]
-        assert "cursor" in states["avepoint_dynamics_contoso"]["resources"]["jobs"]
-        assert (
-            fabrikam_state["cursor"]
-            != states["avepoint_dynamics_contoso"]["resources"]["jobs"]["cursor"]
-        )
+        # each tenant keeps its own state, where `load --tenant <name>` keeps it too
+        tenants = pipeline.state["sources"]["avepoint_dynamics"]["resources"]["jobs"]["tenants"]
+        fabrikam_state = tenants["fabrikam"]
+        assert set(tenants) == {"contoso", "fabrikam"}
+        assert set(tenants["contoso"]["open_jobs"]).isdisjoint(fabrikam_state["open_jobs"])
+        assert tenants["contoso"]["open_jobs"] and fabrikam_state["open_jobs"]
         primary = [
             name
             for name, column in pipeline.default_schema.tables["jobs"]["columns"].items()
@@ -83,10 +82,8 @@ def test_tenants_load_side_by_side_and_one_failure_spares_the_others(
         pipeline = dlt.pipeline(
             pipeline_name=target.pipeline_name, pipelines_dir=target.pipelines_dir
         )
-        assert (
-            pipeline.state["sources"]["avepoint_dynamics_fabrikam"]["resources"]["jobs"]
-            == fabrikam_state
-        )
+        tenants = pipeline.state["sources"]["avepoint_dynamics"]["resources"]["jobs"]["tenants"]
+        assert tenants["fabrikam"] == fabrikam_state
 
         fabrikam.set_faults(error_rate=0.0)
         third = run_tenants(["contoso", "fabrikam"], target)

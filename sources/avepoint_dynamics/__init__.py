@@ -12,28 +12,21 @@ Example:
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from itertools import chain
 from typing import Any
 
 import dlt
-import pyarrow as pa
 from dlt.sources import DltResource
 
-from .auth import TokenProvider
-from .client import JobsClient, JobsPage, RetryPolicy, Window
 from .credentials import AvePointCredentials
-from .errors import ApiError, AuthError, AvePointError, ConfigError
-from .incremental import RunTracker, plan_run
-from .paging import WindowReader
-from .query import JobsQuery, build_query, resolve_hosts
-from .rows import Bounds, JobRows, dlt_columns, rejected_table
+from .errors import ApiError, AuthError, AvePointError, ConfigError, UnavailableError
+from .incremental import tenant_state
+from .model import JobsPage, Window
+from .query import base_url_from, build_query, resolve_hosts
+from .retries import RetryPolicy
+from .rows import DELETED_COLUMN, dlt_columns
+from .run import REJECTED_TABLE, JobsRun, JobsSetup
 from .settings import DEFAULT_MAX_CONCURRENCY, DEFAULT_PAGE_SIZE
-from .times import to_micros
 
 __all__ = [
     "ApiError",
@@ -41,16 +34,12 @@ __all__ = [
     "AvePointCredentials",
     "AvePointError",
     "ConfigError",
+    "UnavailableError",
     "avepoint_dynamics",
     "check_connection",
     "jobs",
     "jobs_setup",
 ]
-
-logger = logging.getLogger(__name__)
-
-#: Jobs converted to one Arrow table at a time: big enough for fast columnar loading, small for memory.
-BATCH_JOBS = 5_000
 
 
 @dlt.source(name="avepoint_dynamics", max_table_nesting=0)
@@ -68,6 +57,7 @@ def avepoint_dynamics(
     end_time: Any = None,
     max_concurrency: Any = DEFAULT_MAX_CONCURRENCY,
     lookback_minutes: Any = 10,
+    open_job_max_age_days: Any = 30,
     ca_bundle: str | None = None,
     max_attempts: Any = 8,
     tenant: str | None = None,
@@ -92,13 +82,16 @@ def avepoint_dynamics(
         organization_id: Only this Dynamics organization (GUID).
         object_type: Only this module: 1 Customer Engagement, 2 Unified Operations (v1 only).
         initial_start_time: Where the first scheduled run starts (ISO-8601); default: all history.
-        end_time: Makes the run a bounded backfill of ``[initial_start_time, end_time)`` that leaves the
-            incremental state alone.
+        end_time: Makes the run a bounded backfill of ``[initial_start_time, end_time)``: the cursor
+            stays; the jobs it finds not final are followed like any.
         max_concurrency: Requests in flight at once (1 = strictly sequential).
-        lookback_minutes: Each scheduled run re-reads this much before its cursor (late or skewed clocks).
+        lookback_minutes: Each scheduled run re-reads this much before its cursor (jobs the API shows
+            late). The window's end is the service's time, never this machine's.
+        open_job_max_age_days: A job not final this many days after it started is no longer followed.
         ca_bundle: Path of a CA bundle to trust (a TLS-inspecting proxy, or the simulator).
         max_attempts: Attempts per request before giving up on transient failures.
-        tenant: A name for this tenant; adds a ``tenant`` column to every row.
+        tenant: A name for this tenant; adds a ``tenant`` column to every row, and keeps this tenant's
+            state apart from other tenants' on the same pipeline.
         on_page: Called with each page fetched (progress reporting).
 
     Returns:
@@ -120,139 +113,47 @@ def avepoint_dynamics(
         end_time=end_time,
         max_concurrency=max_concurrency,
         lookback_minutes=lookback_minutes,
+        open_job_max_age_days=open_job_max_age_days,
+        base_url_from=base_url_from(region, base_url),
     )
-    credentials.msal_credential()  # fail on a bad credential config before dlt starts extracting
+    credentials.client_credential()  # fail on a bad credential config before dlt starts extracting
     setup = JobsSetup(
         query=query,
         credentials=credentials,
         identity_root=identity_root,
         verify=ca_bundle or True,
         retry=RetryPolicy(max_attempts=_positive("max_attempts", max_attempts)),
-        constants={"tenant": tenant} if tenant else {},
+        tenant=_tenant(tenant),
     )
     resource = jobs(setup, on_page)
-    if tenant:
+    if setup.tenant:
         # Tenants share the jobs table; job ids are only known to be unique within a tenant.
         resource.apply_hints(
             primary_key=["tenant", "job_id"],
             columns={"tenant": {"name": "tenant", "data_type": "text", "nullable": False}},
+        )
+    _declare_rejected_table(resource, setup.tenant)
+    if query.status_can_be_left:
+        # status = 2 (or a code nobody documented): a job that moves on must leave the table.
+        resource.apply_hints(
+            columns={
+                DELETED_COLUMN: {"name": DELETED_COLUMN, "data_type": "bool", "hard_delete": True}
+            }
         )
     # check_connection reads the same validated settings from here, without extracting anything.
     setattr(resource, "avepoint_setup", setup)  # noqa: B010
     return resource
 
 
-@dataclass(frozen=True)
-class JobsSetup:
-    """Everything a run needs, validated: what to ask, who we are, how to connect."""
-
-    query: JobsQuery
-    credentials: AvePointCredentials
-    identity_root: str
-    verify: bool | str
-    retry: RetryPolicy
-    constants: dict[str, str]
-
-    def connect(self) -> tuple[TokenProvider, JobsClient]:
-        tokens = TokenProvider(self.credentials, self.identity_root, verify=self.verify)
-        return tokens, JobsClient(self.query, tokens, verify=self.verify, retry=self.retry)
-
-
 @dlt.resource(name="jobs", primary_key="job_id", write_disposition="merge", columns=dlt_columns())
 def jobs(setup: JobsSetup, on_page: Callable[[JobsPage], None] | None = None) -> Iterator[Any]:
-    """Every job in the run's windows as typed Arrow batches; bad jobs go to ``jobs_rejected``."""
-    query = setup.query
-    state = dlt.current.resource_state()
-    plan = plan_run(query, state, now=datetime.now(UTC))
-    tracker = RunTracker(plan)
-    tokens, client = setup.connect()
-    rows = JobRows(setup.constants, [_bounds(window) for window in plan.windows])
-    logger.info(
-        "reading jobs in %s (+%d open-job windows)", plan.new_jobs, len(plan.open_job_windows)
-    )
-    declared: bool | None = None  # what the package says about duplicates so far
-    outside = strays = 0
-    try:
-        with ThreadPoolExecutor(query.max_concurrency, thread_name_prefix="avepoint-page") as pool:
-            reader = WindowReader(client, pool, on_page)
-            pending: list[dict[str, Any]] = []
-            bounds: list[Bounds] = []
-            for item in chain(reader.read_all(plan.windows), [None]):
-                if item is not None:
-                    window, page_jobs = item
-                    pending.extend(page_jobs)
-                    bounds.extend([_bounds(window)] * len(page_jobs))
-                    if len(pending) < BATCH_JOBS:
-                        continue
-                batch = rows.to_batch(pending, bounds)
-                pending, bounds = [], []
-                tracker.add(batch)
-                outside += batch.outside
-                strays += batch.strays
-                if batch.table is not None:
-                    deduplicated = not (reader.stats.may_repeat or strays)
-                    if deduplicated == declared:
-                        yield batch.table
-                    else:
-                        declared = deduplicated
-                        yield dlt.mark.with_hints(batch.table, _deduplicated_hint(deduplicated))
-                if batch.rejected:
-                    for job in batch.rejected:
-                        logger.warning(
-                            "job %s set aside in jobs_rejected: %s", job.job_id, job.reason
-                        )
-                    yield dlt.mark.with_hints(
-                        rejected_table(batch.rejected),
-                        dlt.mark.make_hints(
-                            # Its own table, with none of the jobs table's keys or column hints (dlt
-                            # merges non-empty column hints of a variant with the resource's).
-                            table_name="jobs_rejected",
-                            write_disposition="append",
-                            primary_key=[],
-                            columns={},
-                        ),
-                        create_table_variant=True,
-                    )
-    finally:
-        client.close()
-    # Arrow's allocator (mimalloc) keeps the pages of every freed batch for reuse; nothing here reuses them
-    # and DuckDB's load comes next, with its own allocator: hand them back (~50 MB at 100,000 jobs, bench/).
-    pa.default_memory_pool().release_unused()
-    if not plan.is_backfill:
-        tracker.commit(state)
-    if outside or strays:
-        logger.warning(
-            "the API sent %d jobs that started outside the time window asked for (%d of them outside "
-            "every window of this run, loaded anyway); does it filter on startTime?",
-            outside + strays,
-            strays,
-        )
-    stats = reader.stats
-    logger.info(
-        "read %d jobs in %d pages (%d requests, %d tokens, %d windows re-read); %d open, %d rejected",
-        stats.jobs,
-        stats.pages,
-        client.requests_sent,
-        tokens.tokens_fetched,
-        stats.rereads,
-        len(tracker.open_now),
-        tracker.rejected,
-    )
+    """Every job in the run's ranges as typed Arrow batches; bad jobs go to ``jobs_rejected``.
 
-
-def _bounds(window: Window) -> Bounds:
-    return (to_micros(window.start) if window.start is not None else None, to_micros(window.end))
-
-
-def _deduplicated_hint(deduplicated: bool) -> Any:
-    """Tell the merge whether this run's rows are already unique by key.
-
-    When they are (every window's pages held exactly the total's number of distinct jobs, windows never
-    overlap and each job is kept from its own window only), dlt skips its ``ROW_NUMBER()`` pass over the
-    staging table: ~3x less merge time (bench/). A run that re-read a window, paged without a total or
-    kept a job from outside every window declares duplicates, and dlt deduplicates as before.
+    Plan (the cursor and the followed jobs), read (pages, concurrently), yield (Arrow batches), commit
+    (the state, with the load package): :class:`avepoint_dynamics.run.JobsRun`.
     """
-    return dlt.mark.make_hints(additional_table_hints={"x-stage-data-deduplicated": deduplicated})
+    state = tenant_state(dlt.current.resource_state(), setup.tenant)
+    yield from JobsRun(setup, state, on_page).batches()
 
 
 def check_connection(source: Any = None, **source_args: Any) -> dict[str, Any]:
@@ -274,12 +175,15 @@ def check_connection(source: Any = None, **source_args: Any) -> dict[str, Any]:
     """
     source = source if source is not None else avepoint_dynamics(**source_args)
     setup = jobs_setup(source)
-    _tokens, client = setup.connect()
+    tokens, client = setup.connect()
     try:
-        window = Window(setup.query.initial_start_time, setup.query.end_time or datetime.now(UTC))
-        page = client.fetch_page(window, 1, 1)
+        query = setup.query
+        page = client.fetch_page(
+            Window(query.initial_start_time, query.end_time, query.status), 1, 1
+        )
     finally:
         client.close()
+        tokens.close()
     return {
         "api_url": setup.query.base_url,
         "api_version": setup.query.api_version,
@@ -297,6 +201,35 @@ def jobs_setup(source: Any) -> JobsSetup:
     """
     setup: JobsSetup = getattr(source.resources["jobs"], "avepoint_setup")  # noqa: B009 - set by the source
     return setup
+
+
+def _declare_rejected_table(resource: DltResource, tenant: str | None) -> None:
+    """``jobs_rejected``: a variant of the resource's table with none of the ``jobs`` columns.
+
+    Declared here, before extraction: hints of a variant start as a copy of the resource's, and empty
+    ``columns`` clear them (dlt merges non-empty ones into the copy); the hard-delete column comes next.
+    """
+    key = ["tenant", "rejection_key"] if tenant else ["rejection_key"]
+    resource.apply_hints(
+        table_name=REJECTED_TABLE,
+        write_disposition="merge",
+        primary_key=key,
+        columns={},
+        create_table_variant=True,
+    )
+    resource.apply_hints(
+        table_name=REJECTED_TABLE,
+        columns={
+            DELETED_COLUMN: {"name": DELETED_COLUMN, "data_type": "bool", "hard_delete": True}
+        },
+        create_table_variant=True,
+    )
+
+
+def _tenant(value: Any) -> str | None:
+    if value is None or not str(value).strip():
+        return None
+    return str(value).strip()
 
 
 def _positive(key: str, value: Any) -> int:

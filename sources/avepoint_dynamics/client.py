@@ -2,82 +2,38 @@
 
 from __future__ import annotations
 
-import email.utils
 import logging
-import random
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import orjson
 import requests
 import requests.auth
 from requests.adapters import HTTPAdapter
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_after_delay,
-)
 
 from .auth import TokenProvider
 from .errors import ApiError, AuthError
+from .model import JobsPage, Window
 from .query import JobsQuery
+from .retries import (
+    HostContact,
+    RetryPolicy,
+    Transient,
+    retry_after_seconds,
+    retrying,
+    short,
+    tls_trust_error,
+    transient_answer,
+    transient_exception,
+)
 from .settings import API_PATHS
-from .times import format_api_time
+from .times import ServiceClock, format_api_time
+
+__all__ = ["AdaptiveLimit", "JobsClient", "JobsPage", "RetryPolicy", "Window"]
 
 logger = logging.getLogger(__name__)
-
-_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-
-
-@dataclass(frozen=True)
-class Window:
-    """A half-open range of job start times ``[start, end)``; ``start=None`` means from the beginning."""
-
-    start: datetime | None
-    end: datetime
-
-    def __str__(self) -> str:
-        start = format_api_time(self.start) if self.start else "beginning"
-        return f"[{start}, {format_api_time(self.end)})"
-
-
-@dataclass
-class JobsPage:
-    """One answer of the jobs API, whichever wrapper it came in.
-
-    Attributes:
-        jobs: The job objects, as the API sent them.
-        total: The number of jobs the API says match the request (None if it did not say).
-        number: The 1-based page number asked for.
-    """
-
-    jobs: list[dict[str, Any]]
-    total: int | None
-    number: int
-
-
-@dataclass
-class RetryPolicy:
-    """How hard to try before giving up on a page (``[runtime]``-like settings of the source).
-
-    Attributes:
-        max_attempts: Attempts per request, the first included.
-        max_seconds: Total time one request may spend retrying.
-        backoff_s: Base of the exponential backoff; each wait is random in [0, backoff * 2**n] (full jitter).
-        max_delay_s: Cap of one wait (a longer ``Retry-After`` is honoured up to ``max_seconds``).
-        timeout_s: Connect and read timeout of one attempt.
-    """
-
-    max_attempts: int = 8
-    max_seconds: float = 300.0
-    backoff_s: float = 0.5
-    max_delay_s: float = 30.0
-    timeout_s: float = 60.0
 
 
 class _Bearer(requests.auth.AuthBase):
@@ -92,14 +48,6 @@ class _Bearer(requests.auth.AuthBase):
 
     def __repr__(self) -> str:
         return "_Bearer(<token>)"  # never the token itself
-
-
-class _Transient(Exception):
-    """A failure worth another attempt; carries what to say if attempts run out."""
-
-    def __init__(self, what: str, retry_after: float | None = None) -> None:
-        super().__init__(what)
-        self.retry_after = retry_after
 
 
 @dataclass
@@ -173,6 +121,10 @@ class JobsClient:
         self.retry = retry or RetryPolicy()
         self.limit = AdaptiveLimit(query.max_concurrency)
         self.requests_sent = 0
+        #: The jobs API's clock, read from the ``Date`` of its answers: a run's windows end by it.
+        self.clock = ServiceClock()
+        self._contact = HostContact()
+        self._count_lock = threading.Lock()
         self._url = query.base_url + API_PATHS[query.api_version]
         self._session = requests.Session()
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(query.max_concurrency, 4))
@@ -194,10 +146,11 @@ class JobsClient:
         self._session.close()
 
     def fetch_page(self, window: Window, number: int, page_size: int | None = None) -> JobsPage:
-        """Fetch page ``number`` (1-based) of the jobs that started in ``window``.
+        """Fetch page ``number`` (1-based) of the jobs ``window`` selects.
 
         Retries transient failures (429, 5xx, timeouts, dropped connections, a cut JSON body) with
         exponential backoff and full jitter, honouring ``Retry-After``; renews the token once on a 401.
+        A host that never answered gets a few quick attempts only: that is a wrong address, not an outage.
 
         Raises:
             ApiError: a non-retryable answer, an answer that makes no sense, or retries ran out.
@@ -206,30 +159,22 @@ class JobsClient:
         size = page_size or self.query.page_size
         what = f"page {number} of window {window} (page size {size})"
         policy = self.retry
-        retrying = Retrying(
-            retry=retry_if_exception_type(_Transient),
-            stop=stop_after_attempt(policy.max_attempts) | stop_after_delay(policy.max_seconds),
-            wait=self._wait,
-            before_sleep=lambda state: logger.info(
-                "retrying %s after attempt %d: %s", what, state.attempt_number, _outcome(state)
-            ),
-            reraise=True,
-        )
         try:
-            return retrying(self._attempt, window, number, size, what)
-        except _Transient as error:
+            page = retrying(policy, self._contact, lambda: what)(
+                self._attempt, window, number, size, what
+            )
+        except Transient as error:
+            if error.unreached and not self._contact.answered:
+                raise ApiError(
+                    f"cannot connect to the jobs API at {self.query.base_url} ({error}); check "
+                    f"{self.query.base_url_from} and the network"
+                ) from None
             raise ApiError(
                 f"gave up on {what} at {self._url} after {policy.max_attempts} attempts or "
                 f"{policy.max_seconds:.0f} s; last answer: {error}"
             ) from None
-
-    def _wait(self, state: RetryCallState) -> float:
-        policy = self.retry
-        error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, _Transient) and error.retry_after is not None:
-            return min(error.retry_after, policy.max_seconds)
-        ceiling = min(policy.max_delay_s, policy.backoff_s * 2 ** (state.attempt_number - 1))
-        return random.uniform(0, ceiling)
+        page.window = window
+        return page
 
     def _attempt(self, window: Window, number: int, size: int, what: str) -> JobsPage:
         response, token = self._send(window, number, size, rejected=None)
@@ -253,7 +198,8 @@ class JobsClient:
         try:
             token = self.tokens.token() if rejected is None else self.tokens.renew(rejected)
             auth = _Bearer(token)
-            self.requests_sent += 1
+            with self._count_lock:
+                self.requests_sent += 1
             method, payload = self._page_request(window, number, size)
             response = self._session.request(
                 method,
@@ -265,39 +211,41 @@ class JobsClient:
                 proxies=self._proxies,
                 **payload,
             )
+            self._contact.mark_answered()
+            self.clock.observe(response.headers.get("Date"))
             if response.status_code == 429:
-                throttled, pause = True, _retry_after(response)
-        except requests.exceptions.SSLError as error:
-            raise ApiError(
-                f"TLS to {self._url} failed ({_short(str(error), 120)}); if a proxy or private CA "
-                "signs this host, set ca_bundle to its CA file"
-            ) from None
-        except (requests.ConnectionError, requests.Timeout) as error:
-            raise _Transient(f"{type(error).__name__}: {_short(str(error))}") from None
-        except requests.exceptions.ChunkedEncodingError as error:
-            raise _Transient(f"connection dropped mid-body ({_short(str(error))})") from None
+                throttled, pause = True, retry_after_seconds(response)
+        except requests.RequestException as error:
+            transient = transient_exception(error)
+            if transient is None:
+                raise tls_trust_error("the jobs API", self.query.base_url, error) from None
+            raise transient from None
         finally:
             self.limit.release(throttled=throttled, pause_s=pause)
         return response, token
 
     def _page_request(self, window: Window, number: int, size: int) -> tuple[str, dict[str, Any]]:
         """v1 POSTs a JSON body; v2 GETs the same filters as a query, its window end named finishTime."""
-        bounds = {"startTime": format_api_time(window.start)} if window.start is not None else {}
-        end = format_api_time(window.end)
+        bounds: dict[str, Any] = {}
+        if window.start is not None:
+            bounds["startTime"] = format_api_time(window.start)
+        filters = self.query.filters()
+        if window.status is not None:
+            filters["status"] = window.status
+        end_name = "endTime" if self.query.api_version == "v1" else "finishTime"
+        if window.end is not None:
+            bounds[end_name] = format_api_time(window.end)
         if self.query.api_version == "v1":
             page_info = {"currentPage": number, "pageSize": size}
-            body = {"pageInfo": page_info, **self.query.filters(), **bounds, "endTime": end}
-            return "POST", {"json": body}
-        query = {"pageIndex": number, "pageSize": size, **self.query.filters(), **bounds}
-        return "GET", {"params": {**query, "finishTime": end}}
+            return "POST", {"json": {"pageInfo": page_info, **filters, **bounds}}
+        query = {"pageIndex": number, "pageSize": size, **filters, **bounds}
+        return "GET", {"params": query}
 
     def _read(self, response: requests.Response, number: int, what: str) -> JobsPage:
         status = response.status_code
-        if status in _RETRY_STATUSES:
-            raise _Transient(
-                f"HTTP {status}: {_short(response.text)}",
-                retry_after=_retry_after(response) if status in (429, 503) else None,
-            )
+        transient = transient_answer(response)
+        if transient is not None:
+            raise transient
         if status == 404:
             raise ApiError(
                 f"the jobs API is not at {self._url} (404 for {what}); check region / base_url "
@@ -309,15 +257,14 @@ class JobsClient:
                 "Dynamics.ReadWrite.All in AvePoint Online Services"
             )
         if status >= 400:
-            raise ApiError(f"the jobs API rejected {what} (HTTP {status}): {_short(response.text)}")
+            raise ApiError(f"the jobs API rejected {what} (HTTP {status}): {short(response.text)}")
         try:
-            payload = orjson.loads(
-                response.content
-            )  # ~2x stdlib json, and pages are parsed on workers
+            # ~2x stdlib json, and pages are parsed on the worker threads
+            payload = orjson.loads(response.content)
         except orjson.JSONDecodeError:
-            raise _Transient(
+            raise Transient(
                 f"HTTP {status} with a body that is not complete JSON "
-                f"({len(response.content)} bytes, starts {_short(response.text, 60)!r})"
+                f"({len(response.content)} bytes, starts {short(response.text, 60)!r})"
             ) from None
         return _page(payload, number, what)
 
@@ -347,31 +294,6 @@ def _page(payload: Any, number: int, what: str) -> JobsPage:
     bad = next((job for job in jobs if not isinstance(job, dict)), None)
     if bad is not None:
         raise ApiError(
-            f"the answer to {what} lists a job that is not an object: {_short(repr(bad))}"
+            f"the answer to {what} lists a job that is not an object: {short(repr(bad))}"
         )
     return JobsPage(jobs=jobs, total=total, number=number)
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    """``Retry-After`` in seconds, given as seconds or as an HTTP date."""
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, moment.timestamp() - time.time())
-
-
-def _outcome(state: RetryCallState) -> str:
-    error = state.outcome.exception() if state.outcome else None
-    return str(error) if error else "ok"
-
-
-def _short(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit] + "…"

@@ -1,15 +1,21 @@
 """The app registration's credentials, resolved by dlt from secrets.toml or env vars.
 
 Exactly one kind of credential is accepted: a client secret, a PEM private key with its certificate, or a
-PFX file with its password. Thumbprints are derived from the certificate, never typed in.
+PFX file with its password. Thumbprints are derived from the certificate, never typed in. A certificate
+signs a fresh client assertion for every token request: AvePoint's IdentityServer refuses an assertion
+whose ``jti`` it has seen before.
 """
 
 from __future__ import annotations
 
+import base64
 import os
+import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import jwt
 from dlt.common.configuration import configspec
 from dlt.common.configuration.specs import CredentialsConfiguration
 from dlt.common.typing import TSecretStrValue
@@ -65,8 +71,8 @@ class AvePointCredentials(CredentialsConfiguration):
             kinds.append("pfx")
         return kinds
 
-    def msal_credential(self) -> str | dict[str, Any]:
-        """The ``client_credential`` argument of ``msal.ConfidentialClientApplication``.
+    def client_credential(self) -> str | AssertionSigner:
+        """The client secret, or the signer of client assertions for a certificate or PFX.
 
         Certificates are always sent as RS256 assertions with the SHA-1 thumbprint (``x5t``), which is what
         AvePoint's IdentityServer documents; msal would otherwise pick PS256 for a PFX or a bare certificate.
@@ -102,7 +108,51 @@ class AvePointCredentials(CredentialsConfiguration):
                 _pem_text(str(self.private_key), "private_key"), self.private_key_password
             )
             cert = _load_certificate(_pem_text(self.certificate, "certificate"))
-        return _certificate_credential(key, cert)
+        return _certificate_credential(str(self.client_id).strip(), key, cert)
+
+
+#: How long a client assertion is valid; each is used for one token request only.
+ASSERTION_LIFETIME_S = 600
+
+
+@dataclass(frozen=True)
+class AssertionSigner:
+    """Signs a new RS256 client assertion (``private_key_jwt``) for each token request.
+
+    msal would reuse one assertion for up to 9 minutes, and IdentityServer refuses a ``jti`` it has seen
+    (``invalid_client: client assertion replayed``): a 401 renewal or a short-lived token would fail.
+
+    Attributes:
+        client_id: The app's client id (``iss`` and ``sub``).
+        thumbprint: SHA-1 thumbprint of the certificate (hex), sent as ``x5t``.
+    """
+
+    client_id: str
+    thumbprint: str
+    _key: Any = field(repr=False)
+
+    def assertion(self, audience: str, now: float) -> str:
+        """A new signed assertion for ``audience`` (the token URL), valid from ``now`` (epoch seconds).
+
+        Example:
+            >>> signer.assertion("https://identity.avepointonlineservices.com/connect/token", time.time())
+            'eyJhbGciOiJSUzI1NiIs...'
+        """
+        issued = int(now)
+        claims = {
+            "aud": audience,
+            "iss": self.client_id,
+            "sub": self.client_id,
+            "jti": str(uuid.uuid4()),
+            "iat": issued,
+            "nbf": issued,
+            "exp": issued + ASSERTION_LIFETIME_S,
+        }
+        x5t = base64.urlsafe_b64encode(bytes.fromhex(self.thumbprint)).decode().rstrip("=")
+        return jwt.encode(claims, self._key, algorithm="RS256", headers={"x5t": x5t})
+
+    def __repr__(self) -> str:
+        return f"AssertionSigner(client_id={self.client_id!r}, thumbprint={self.thumbprint!r})"
 
 
 def _pem_text(value: str, field: str) -> bytes:
@@ -166,9 +216,14 @@ def _load_pfx(path: str, password: str | None) -> tuple[Any, Any]:
     return key, cert
 
 
-def _certificate_credential(key: Any, cert: Any) -> dict[str, Any]:
-    from cryptography.hazmat.primitives import hashes, serialization
+def _certificate_credential(client_id: str, key: Any, cert: Any) -> AssertionSigner:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ConfigError(
+            f"{_KEY}.private_key", "must be an RSA key (AvePoint's identity service expects RS256)"
+        )
     if cert.public_key().public_numbers() != key.public_key().public_numbers():
         raise ConfigError(
             f"{_KEY}.certificate",
@@ -181,16 +236,7 @@ def _certificate_credential(key: Any, cert: Any) -> dict[str, Any]:
             f"is not valid now (valid {cert.not_valid_before_utc:%Y-%m-%d} to "
             f"{cert.not_valid_after_utc:%Y-%m-%d}); upload a new certificate to the app registration",
         )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    return {
-        "private_key": key_pem,
-        "thumbprint": cert.fingerprint(hashes.SHA1()).hex(),
-        "public_certificate": cert.public_bytes(serialization.Encoding.PEM).decode(),
-    }
+    return AssertionSigner(client_id, cert.fingerprint(hashes.SHA1()).hex(), key)
 
 
 def _first_line(error: BaseException) -> str:

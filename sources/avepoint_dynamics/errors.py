@@ -39,3 +39,9 @@ class ApiError(AvePointError):
     """The jobs API failed for good: retries ran out, or it answered something that makes no sense."""
 
     exit_code = 4
+
+
+class UnavailableError(AvePointError):
+    """A service (the identity service or the jobs API) stayed unavailable through every retry."""
+
+    exit_code = 4

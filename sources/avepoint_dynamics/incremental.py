@@ -1,140 +1,289 @@
-"""The resource state between scheduled runs: where the last run stopped and which jobs are still open.
+"""The state between scheduled runs: where the last run stopped, and which jobs are followed until final.
 
-State (``dlt.current.resource_state()`` of ``jobs``, committed atomically with the load package)::
+State (``dlt.current.resource_state()`` of ``jobs``; per tenant under ``tenants.<name>``; committed
+atomically with the load package)::
 
-    {"cursor": "2026-11-29T08:00:00.000000Z",          # end of the last complete scheduled window
-     "open_jobs": {"DCIB2026...": "2026-11-29T07:58:12.345000Z"}}   # seen running: read again until final
+    {"cursor": "2026-11-29T08:00:00.000000Z",        # end of the last new-jobs window, service time
+     "service_time": "2026-11-29T08:00:00.000000Z",  # the service's clock when the last run planned
+     "filters": {"type": 1, "status": null},          # the filters the state was built under
+     "open_jobs": {"DCIB2026...": "2026-11-29T07:58:12.345000Z"},      # not final yet: read again
+     "rejected_jobs": {"DCIB2026...": "2026-11-28T02:00:00.000000Z"},  # set aside: read again
+     "rejected_windows": {"?a1b2...": ["2026-11-28T00:00:00.000000Z", "2026-11-29T00:00:00.000000Z"]},
+     "abandoned_jobs": {"DCIB2025...": "2025-10-01T02:00:00.000000Z"}, "abandoned_count": 1}
 
-A run reads ``[cursor - lookback, now)`` for new jobs, plus a one-second window around each open job older
-than that, so a job that runs for days reaches its final state at the cost of one small request per run,
-whatever the size of the history.
+Every time in it is the service's (its ``Date`` header and the start times it serves): a loader clock
+that is hours off decides nothing. A run reads ``[cursor - lookback, service now)`` for new jobs, and the
+spans that hold the followed jobs (``following``); it then commits what it saw.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from .client import Window
+from .model import Window
 from .query import JobsQuery
-from .rows import JobBatch
-from .times import format_api_time, parse_api_time
+from .times import api_time_or_none, format_api_time
 
 logger = logging.getLogger(__name__)
 
-_SECOND = timedelta(seconds=1)
+#: Abandoned jobs kept by id in the state (the newest); older ones are only counted.
+ABANDONED_KEPT = 1_000
+#: A set-aside job without a usable start time is re-read through the window it came in, if that
+#: window is no longer than this; a wider one would make every run re-read a large part of the history.
+MAX_REJECTED_WINDOW_S = 86_400
+
+
+def tenant_state(
+    resource_state: MutableMapping[str, Any], tenant: str | None
+) -> MutableMapping[str, Any]:
+    """The part of the resource state that belongs to ``tenant`` (the whole of it without a tenant).
+
+    ``load --tenant a`` and ``load --tenant b`` on one pipeline share the ``jobs`` resource; each keeps
+    its own cursor and followed jobs under ``tenants.<name>``.
+    """
+    if not tenant:
+        return resource_state
+    tenants = resource_state.setdefault("tenants", {})
+    state: MutableMapping[str, Any] = tenants.setdefault(tenant, {})
+    return state
 
 
 @dataclass
-class RunPlan:
-    """The windows one run reads; ``new_jobs`` is the frozen window of new jobs (its end is the run's start)."""
+class FollowState:
+    """The state of one tenant's jobs resource, parsed (times as datetimes, never strings)."""
 
-    new_jobs: Window
-    open_job_windows: list[Window]
-    is_backfill: bool
-    previous_open: dict[str, datetime] = field(default_factory=dict)
+    cursor: datetime | None = None
+    service_time: datetime | None = None
+    filters: dict[str, Any] | None = None
+    open_jobs: dict[str, datetime] = field(default_factory=dict)
+    rejected_jobs: dict[str, datetime] = field(default_factory=dict)
+    rejected_windows: dict[str, Window] = field(default_factory=dict)
+    abandoned_jobs: dict[str, datetime] = field(default_factory=dict)
+    abandoned_count: int = 0
 
-    @property
-    def windows(self) -> list[Window]:
-        return [*self.open_job_windows, self.new_jobs]
+    @classmethod
+    def load(cls, state: MutableMapping[str, Any]) -> FollowState:
+        """Parse a stored state; entries that do not parse are dropped (a state is never fatal)."""
+        windows: dict[str, Window] = {}
+        for key, raw in dict(state.get("rejected_windows") or {}).items():
+            if isinstance(raw, list | tuple) and len(raw) == 2:
+                end = api_time_or_none(raw[1])
+                if end is not None:
+                    windows[str(key)] = Window(api_time_or_none(raw[0]), end)
+        filters = state.get("filters")
+        return cls(
+            cursor=api_time_or_none(state.get("cursor")),
+            service_time=api_time_or_none(state.get("service_time")),
+            filters=dict(filters) if isinstance(filters, dict) else None,
+            open_jobs=_times(state.get("open_jobs")),
+            rejected_jobs=_times(state.get("rejected_jobs")),
+            rejected_windows=windows,
+            abandoned_jobs=_times(state.get("abandoned_jobs")),
+            abandoned_count=int(state.get("abandoned_count") or 0),
+        )
 
+    def save(self, state: MutableMapping[str, Any]) -> None:
+        """Write back into the resource state (dlt commits it with the load package)."""
+        if self.cursor is not None:
+            state["cursor"] = format_api_time(self.cursor)
+        if self.service_time is not None:
+            state["service_time"] = format_api_time(self.service_time)
+        state["filters"] = self.filters
+        state["open_jobs"] = _iso(self.open_jobs)
+        state["rejected_jobs"] = _iso(self.rejected_jobs)
+        state["rejected_windows"] = {
+            key: [format_api_time(w.start) if w.start else None, format_api_time(w.end)]
+            for key, w in sorted(self.rejected_windows.items())
+            if w.end is not None
+        }
+        newest = sorted(self.abandoned_jobs.items(), key=lambda item: item[1])[-ABANDONED_KEPT:]
+        state["abandoned_jobs"] = _iso(dict(newest))
+        state["abandoned_count"] = self.abandoned_count
 
-def plan_run(query: JobsQuery, state: MutableMapping[str, Any], now: datetime) -> RunPlan:
-    """Decide what to read: a backfill reads its bounded range; a scheduled run reads from its state.
+    def followed(self) -> dict[str, datetime]:
+        """Every followed job with a start time: open, and set aside."""
+        return {**self.rejected_jobs, **self.open_jobs}
 
-    Example:
-        >>> plan_run(query, {"cursor": "2026-11-28T08:00:00.000000Z"}, now).new_jobs
-        Window(start=datetime(2026, 11, 28, 7, 50, ...), end=now)   # 10 minutes of lookback
-    """
-    if query.is_backfill:
-        assert query.end_time is not None
-        return RunPlan(Window(query.initial_start_time, query.end_time), [], is_backfill=True)
-    cursor = _time_or_none(state.get("cursor"))
-    start = cursor - query.lookback if cursor is not None else query.initial_start_time
-    open_jobs = {
-        job_id: moment
-        for job_id, raw in dict(state.get("open_jobs") or {}).items()
-        if (moment := _time_or_none(raw)) is not None
-    }
-    return RunPlan(
-        Window(start, now),
-        _around(open_jobs.values(), start),
-        is_backfill=False,
-        previous_open=open_jobs,
-    )
+    def abandon_old(self, max_age: Any) -> list[str]:
+        """Stop following jobs that started more than ``max_age`` before the last run's service time.
 
-
-def _around(starts: Any, limit: datetime | None) -> list[Window]:
-    """One-second windows around each open job below ``limit``, merged where they touch."""
-    if limit is None:
-        return []
-    windows: list[Window] = []
-    for moment in sorted(starts):
-        low = moment.replace(microsecond=0)
-        high = min(low + _SECOND, limit)
-        if low >= limit:
-            continue
-        if windows and low <= windows[-1].end:
-            windows[-1] = Window(windows[-1].start, max(high, windows[-1].end))
-        else:
-            windows.append(Window(low, high))
-    return windows
+        Returns:
+            The ids abandoned now (each is warned about once, here).
+        """
+        if self.service_time is None:
+            return []
+        limit = self.service_time - max_age
+        gone = [job_id for job_id, start in self.followed().items() if start < limit]
+        for job_id in gone:
+            start = self.open_jobs.pop(job_id, None) or self.rejected_jobs.pop(job_id)
+            self.abandoned_jobs[job_id] = start
+            self.abandoned_count += 1
+        for key, window in list(self.rejected_windows.items()):
+            if window.end is not None and window.end < limit:
+                del self.rejected_windows[key]
+                self.abandoned_count += 1
+                gone.append(key)
+        return gone
 
 
 @dataclass
 class RunTracker:
-    """Collects what the state needs from each batch, and writes the state once the run read everything."""
+    """What one run saw, and what the state becomes once the run has read everything.
 
-    plan: RunPlan
+    Args:
+        before: The state the run started from.
+        ranges: The time ranges the run reads completely (every status selection of each).
+        filters_match: The run's filters are the state's: what it does not see may be resolved.
+        status_can_be_left: The run's status filter selects a status jobs leave (2 or undocumented):
+            a followed job that left it must leave the table.
+    """
+
+    before: FollowState
+    ranges: list[Window]
+    filters_match: bool = True
+    status_can_be_left: bool = False
     open_now: dict[str, datetime] = field(default_factory=dict)
-    seen: set[str] = field(default_factory=set)
-    earliest_rejected: datetime | None = None
-    rejected_without_time: int = 0
+    final_now: set[str] = field(default_factory=set)
+    rejected_now: dict[str, datetime | None] = field(default_factory=dict)
+    rejected_window_of: dict[str, Window] = field(default_factory=dict)
     rejected: int = 0
 
-    def add(self, batch: JobBatch) -> None:
-        self.open_now.update(batch.open_jobs)
-        if batch.table is not None and self.plan.previous_open:
-            ids = batch.table.column("job_id").to_pylist()
-            self.seen.update(job_id for job_id in ids if job_id in self.plan.previous_open)
-        for job in batch.rejected:
-            self.rejected += 1
-            moment = _time_or_none(job.start_time)
-            if moment is None:
-                self.rejected_without_time += 1
-                continue
-            if job.job_id:
-                self.open_now[job.job_id] = moment  # read it again next run
-            if self.earliest_rejected is None or moment < self.earliest_rejected:
-                self.earliest_rejected = moment
+    def saw_open(self, job_id: str, start: datetime) -> None:
+        """A job read in this run that is not final: follow it."""
+        self.open_now[job_id] = start
 
-    def commit(self, state: MutableMapping[str, Any]) -> None:
-        """Advance the cursor and replace the open-job list; never moves past a job that was not loaded."""
-        if not self.rejected_without_time:
-            # A rejected job with no usable start time cannot be placed: the cursor stays, the window is
-            # read again next run (merge on job_id makes that harmless).
-            cursor = self.plan.new_jobs.end
-            if self.earliest_rejected is not None:
-                cursor = min(cursor, self.earliest_rejected)
-            state["cursor"] = format_api_time(cursor)
-        for job_id in self.plan.previous_open.keys() - self.seen - self.open_now.keys():
-            logger.warning(
-                "open job %s is no longer returned by the API (purged?); forgetting it", job_id
-            )
-        state["open_jobs"] = {
-            job_id: format_api_time(t) for job_id, t in sorted(self.open_now.items())
+    def saw_final(self, job_ids: Iterable[str]) -> None:
+        """Jobs read in this run in a final status: no longer followed."""
+        self.final_now.update(job_ids)
+
+    def saw_rejected(self, key: str, start: datetime | None, window: Window) -> None:
+        """A job set aside in this run (``key``: its id, or a stand-in when it has none)."""
+        self.rejected += 1
+        self.rejected_now[key] = start
+        if start is None:
+            self.rejected_window_of[key] = window
+
+    def covered(self, start: datetime) -> bool:
+        """Whether this run read the whole range a job that started at ``start`` belongs to."""
+        return any(window.contains(start) for window in self.ranges)
+
+    def left_jobs(self) -> dict[str, datetime]:
+        """Followed open jobs this run read the range of and did not see open, final, or set aside.
+
+        With the filters unchanged that means: no longer returned under the filters (a status filter
+        they moved out of, or a retention purge).
+        """
+        if not self.filters_match:
+            return {}
+        seen = self.open_now.keys() | self.final_now | self.rejected_now.keys()
+        return {
+            job_id: start
+            for job_id, start in self.before.open_jobs.items()
+            if job_id not in seen and self.covered(start)
         }
 
+    def resolved_rejections(self) -> list[str]:
+        """Set-aside jobs whose range this run read and that were not set aside again: they loaded."""
+        if not self.filters_match:
+            return []
+        gone = [
+            key
+            for key, start in self.before.rejected_jobs.items()
+            if key not in self.rejected_now and self.covered(start)
+        ]
+        gone += [
+            key
+            for key, window in self.before.rejected_windows.items()
+            if key not in self.rejected_now
+            and window.start is not None
+            and self.covered(window.start)
+        ]
+        return gone
 
-def _time_or_none(raw: Any) -> datetime | None:
-    if isinstance(raw, datetime):
-        return raw
-    if not isinstance(raw, str):
-        return None
-    try:
-        return parse_api_time(raw)
-    except ValueError:
-        return None
+    def after(
+        self, cursor: datetime | None, service_time: datetime, filters: dict[str, Any]
+    ) -> FollowState:
+        """The state to commit: the cursor moves to ``cursor`` (None: a backfill, it stays)."""
+        before = self.before
+        state = FollowState(
+            cursor=cursor if cursor is not None else before.cursor,
+            service_time=service_time,
+            filters=filters if (self.filters_match or before.filters is None) else before.filters,
+            abandoned_jobs=dict(before.abandoned_jobs),
+            abandoned_count=before.abandoned_count,
+        )
+        if not self.filters_match and before.filters is not None and cursor is None:
+            # A backfill under other filters neither resolves nor adds followed jobs.
+            state.open_jobs = dict(before.open_jobs)
+            state.rejected_jobs = dict(before.rejected_jobs)
+            state.rejected_windows = dict(before.rejected_windows)
+            return state
+        left = self.left_jobs()
+        for job_id, start in before.open_jobs.items():
+            done = job_id in self.final_now or job_id in left or job_id in self.rejected_now
+            if not done:
+                state.open_jobs[job_id] = start
+        state.open_jobs.update(self.open_now)
+        resolved = set(self.resolved_rejections())
+        for key, start in before.rejected_jobs.items():
+            if key not in resolved:
+                state.rejected_jobs[key] = start
+        for key, window in before.rejected_windows.items():
+            if key not in resolved:
+                state.rejected_windows[key] = window
+        for key, moment in self.rejected_now.items():
+            state.open_jobs.pop(key, None)
+            if moment is not None:
+                state.rejected_jobs[key] = moment
+            else:
+                window = self.rejected_window_of[key]
+                if _followable(window):
+                    state.rejected_windows[key] = window
+                else:
+                    logger.warning(
+                        "job %s was set aside without a usable start time in the wide window %s; "
+                        "it is not read again automatically: once AvePoint fixes it, run "
+                        "avepoint-dynamics backfill --from %s --to %s",
+                        key,
+                        window,
+                        format_api_time(window.start) if window.start else "<first day>",
+                        format_api_time(window.end) if window.end else "<now>",
+                    )
+        for key in state.rejected_jobs:
+            state.open_jobs.pop(key, None)
+        return state
+
+
+def _followable(window: Window) -> bool:
+    if window.start is None or window.end is None:
+        return False
+    return (window.end - window.start).total_seconds() <= MAX_REJECTED_WINDOW_S
+
+
+def _times(raw: Any) -> dict[str, datetime]:
+    return {
+        str(key): moment
+        for key, value in dict(raw or {}).items()
+        if (moment := api_time_or_none(value)) is not None
+    }
+
+
+def _iso(times: dict[str, datetime]) -> dict[str, str]:
+    return {key: format_api_time(moment) for key, moment in sorted(times.items())}
+
+
+def describe_filters(filters: dict[str, Any] | None) -> str:
+    """Filters as a user reads them: ``status 3, type 1`` or ``none``."""
+    if not filters:
+        return "none"
+    shown = [f"{key} {value}" for key, value in sorted(filters.items()) if value is not None]
+    return ", ".join(shown) or "none"
+
+
+def run_filters(query: JobsQuery) -> dict[str, Any]:
+    """The filters of a run, as kept in the state."""
+    return query.filter_key()

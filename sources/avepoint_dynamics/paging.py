@@ -13,7 +13,7 @@ import math
 import threading
 from array import array
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .client import JobsClient, JobsPage, Window
 from .errors import ApiError
+from .model import JobsPage, PageSource, Window
 from .times import from_micros, parse_api_time, to_micros
 
 logger = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ class WindowReader:
 
     def __init__(
         self,
-        client: JobsClient,
+        client: PageSource,
         pool: ThreadPoolExecutor,
         on_page: Callable[[JobsPage], None] | None = None,
     ) -> None:
@@ -150,25 +150,43 @@ class WindowReader:
         )
         yield from self._read_in_slices(window, tally.starts)
 
-    def read_all(self, windows: Iterable[Window]) -> Iterator[tuple[Window, list[dict[str, Any]]]]:
+    def read_all(
+        self, windows: Iterable[Window], first_pages: Mapping[Window, JobsPage] | None = None
+    ) -> Iterator[tuple[Window, list[dict[str, Any]]]]:
         """Read several windows one after the other; yields each page's jobs with their window.
 
         Page 1 of the next windows is requested while the current one is read (up to the concurrency):
-        a scheduled run reads one window per cluster of still-open jobs, most of them a single page, and
+        a scheduled run reads one window per cluster of followed jobs, most of them a single page, and
         one after the other each would cost a round trip of its own.
+
+        Args:
+            windows: What to read.
+            first_pages: Page 1 of some windows, already fetched (the probes that planned the run).
         """
         windows = list(windows)
+        known = dict(first_pages or {})
         ahead: dict[int, Future[JobsPage]] = {}
         try:
             for index, window in enumerate(windows):
                 for later in range(index, min(len(windows), index + self.concurrency)):
-                    if later not in ahead:
+                    if later in ahead:
+                        continue
+                    page = known.pop(windows[later], None)
+                    if page is None:
                         ahead[later] = self.pool.submit(self._fetch, windows[later], 1)
+                    else:
+                        done: Future[JobsPage] = Future()
+                        done.set_result(page)
+                        ahead[later] = done
                 for jobs in self.read(window, ahead.pop(index)):
                     yield window, jobs
         finally:
             for future in ahead.values():
                 future.cancel()
+
+    def fetch_first(self, window: Window) -> JobsPage:
+        """Page 1 of a window (a probe: its total weighs the window, its jobs are kept for the read)."""
+        return self._fetch(window, 1)
 
     def _fetch(self, window: Window, number: int, size: int | None = None) -> JobsPage:
         page = self.client.fetch_page(window, number, size)
@@ -312,22 +330,27 @@ def _slices(window: Window, starts: Iterable[int], page_size: int) -> list[Windo
     for index in range(per_slice, len(ordered), per_slice):
         moment = from_micros(ordered[index])
         after_last = not bounds or moment > bounds[-1]
-        inside = (window.start is None or moment > window.start) and moment < window.end
+        inside = (window.start is None or moment > window.start) and (
+            window.end is None or moment < window.end
+        )
         if after_last and inside:
             bounds.append(moment)
     edges: list[datetime | None] = [window.start, *bounds]
-    ends: list[datetime] = [*bounds, window.end]
-    return [Window(start, end) for start, end in zip(edges, ends, strict=True)]
+    ends: list[datetime | None] = [*bounds, window.end]
+    return [Window(start, end, window.status) for start, end in zip(edges, ends, strict=True)]
 
 
 def _split(window: Window, jobs: list[dict[str, Any]]) -> list[Window] | None:
     """Halve a slice in time; None when it cannot be cut (all its jobs started at the same microsecond)."""
     starts = sorted(s for s in (_start_micros(job) for job in jobs) if s is not None)
     low = to_micros(window.start) if window.start is not None else (starts[0] if starts else None)
-    high = to_micros(window.end)
-    if low is None or high - low < 2:
+    high = to_micros(window.end) if window.end is not None else (starts[-1] + 1 if starts else None)
+    if low is None or high is None or high - low < 2:
         return None
     middle = from_micros((low + high) // 2)
     if window.start is not None and middle <= window.start:
         return None
-    return [Window(window.start, middle), Window(middle, window.end)]
+    return [
+        Window(window.start, middle, window.status),
+        Window(middle, window.end, window.status),
+    ]

@@ -8,11 +8,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-import pendulum
-
 from .errors import ConfigError
-from .settings import JOB_STATUSES, JOB_TYPES, MAX_PAGE_SIZE, OBJECT_TYPES, REGIONS
-from .times import format_api_time
+from .settings import (
+    FINAL_STATUSES,
+    JOB_STATUSES,
+    JOB_TYPES,
+    MAX_PAGE_SIZE,
+    OBJECT_TYPES,
+    REGIONS,
+)
+from .times import format_api_time, parse_api_time
+
+#: ``end_time = "now"``: a backfill up to the service's time when the run starts (runs end their windows
+#: at the service's time at the latest).
+SERVICE_NOW = datetime(9999, 12, 31, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -31,7 +40,10 @@ class JobsQuery:
         end_time: End of a bounded (backfill) run; None = a scheduled, incremental run.
         max_concurrency: Pages in flight at once.
         lookback: How far before the stored cursor each scheduled run starts again, to catch jobs
-            the API shows late or clocks that disagree.
+            the API shows late.
+        open_job_max_age: A job still not final this long after it started is no longer followed.
+        base_url_from: The setting that chose ``base_url`` (``base_url`` or ``region 'us'``), for
+            messages about a host that cannot be reached.
     """
 
     base_url: str
@@ -45,24 +57,45 @@ class JobsQuery:
     end_time: datetime | None = None
     max_concurrency: int = 8
     lookback: timedelta = timedelta(minutes=10)
+    open_job_max_age: timedelta = timedelta(days=30)
+    base_url_from: str = "base_url"
 
     @property
     def is_backfill(self) -> bool:
-        """A bounded run: it reads ``[initial_start_time, end_time)`` and leaves the state alone."""
+        """A bounded run: it reads ``[initial_start_time, end_time)`` and leaves the cursor alone."""
         return self.end_time is not None
 
+    @property
+    def status_is_final(self) -> bool:
+        """The status filter selects a final status (3, 4, 7): a job can move into it, never out."""
+        return self.status is not None and self.status in FINAL_STATUSES
+
+    @property
+    def status_can_be_left(self) -> bool:
+        """The status filter selects a status a job leaves (2, or a code nobody documented).
+
+        Then a job loaded under the filter must leave the table when it moves on.
+        """
+        return self.status is not None and self.status not in FINAL_STATUSES
+
     def filters(self) -> dict[str, Any]:
-        """The filter fields of a request body, v1 spelling, without the time window."""
+        """The filter fields of a request body, v1 spelling, without the time window and the status.
+
+        The status goes with each window: the run asks the configured status, and status 2 to find the
+        jobs that may move into it later.
+        """
         body: dict[str, Any] = {}
         if self.job_type is not None:
             body["type"] = self.job_type
-        if self.status is not None:
-            body["status"] = self.status
         if self.organization_id is not None:
             body["organizationId"] = self.organization_id
         if self.object_type is not None:
             body["objectType"] = self.object_type
         return body
+
+    def filter_key(self) -> dict[str, Any]:
+        """Every filter, status included, as kept in the state to notice a filter changed between runs."""
+        return {**self.filters(), "status": self.status}
 
 
 def resolve_hosts(
@@ -96,6 +129,13 @@ def resolve_hosts(
     return api_root, identity_root
 
 
+def base_url_from(region: str | None, base_url: str | None) -> str:
+    """The setting that chose the API host, as a user writes it (for "cannot connect" messages)."""
+    if base_url:
+        return "base_url"
+    return f"region ({str(region).strip()!r}) / base_url"
+
+
 def build_query(
     *,
     base_url: str,
@@ -109,6 +149,8 @@ def build_query(
     end_time: Any,
     max_concurrency: Any,
     lookback_minutes: Any,
+    open_job_max_age_days: Any = 30,
+    base_url_from: str = "base_url",
 ) -> JobsQuery:
     """Validate raw config values (from toml, env vars or arguments) into a :class:`JobsQuery`.
 
@@ -123,8 +165,11 @@ def build_query(
     size = _int_in_range("page_size", page_size, 1, MAX_PAGE_SIZE)
     concurrency = _int_in_range("max_concurrency", max_concurrency, 1, 64)
     lookback = _int_in_range("lookback_minutes", lookback_minutes, 0, 7 * 24 * 60)
+    max_age = _int_in_range("open_job_max_age_days", open_job_max_age_days, 1, 3650)
     start = _time("initial_start_time", initial_start_time)
-    end = _time("end_time", end_time)
+    # "now" is the service's time when the run starts (this machine's clock may be off).
+    now = isinstance(end_time, str) and end_time.strip().lower() == "now"
+    end = SERVICE_NOW if now else _time("end_time", end_time)
     if start is not None and end is not None and end <= start:
         raise ConfigError("end_time", f"{_iso(end)} is not after initial_start_time {_iso(start)}")
     type_code = _code("job_type", job_type, JOB_TYPES, strict=True)
@@ -145,6 +190,8 @@ def build_query(
         end_time=end,
         max_concurrency=concurrency,
         lookback=timedelta(minutes=lookback),
+        open_job_max_age=timedelta(days=max_age),
+        base_url_from=base_url_from,
     )
 
 
@@ -204,24 +251,23 @@ def _organization(value: Any) -> str | None:
 
 
 def _time(key: str, value: Any) -> datetime | None:
-    """An ISO-8601 time (naive = UTC), a date, or a datetime, as an aware UTC datetime."""
+    """An ISO-8601 date or time (naive = UTC), or a datetime, as an aware UTC datetime.
+
+    Only ISO-8601: ``11/01/2026`` is 1 November to some and 11 January to others, so it is refused, not
+    guessed.
+    """
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, datetime):
         moment = value if value.tzinfo else value.replace(tzinfo=UTC)
         return moment.astimezone(UTC)
     try:
-        parsed = pendulum.parse(str(value).strip(), tz="UTC", strict=False)
-    except (ValueError, TypeError, pendulum.parsing.exceptions.ParserError):
-        parsed = None
-    if not isinstance(parsed, datetime):
+        return parse_api_time(str(value).strip())
+    except ValueError:
         raise ConfigError(
-            key, f"{value!r} is not a date or time; use ISO-8601 like 2024-06-01T00:00:00Z"
-        )
-    utc = parsed.in_timezone("UTC")
-    return datetime(
-        utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second, utc.microsecond, UTC
-    )
+            key,
+            f"{value!r} is not an ISO-8601 date or time; use e.g. 2026-11-01 or 2026-11-01T00:00:00Z",
+        ) from None
 
 
 def _iso(moment: datetime) -> str:

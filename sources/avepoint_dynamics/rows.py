@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,8 +15,13 @@ import pyarrow.compute as pc
 from dlt.common.normalizers.naming.snake_case import NamingConvention
 from dlt.common.schema.typing import TTableSchemaColumns
 
-from .settings import IN_PROGRESS_STATUS, status_label, type_label
+from .settings import FINAL_STATUSES, status_label, type_label
 from .times import parse_api_time
+
+#: The hard-delete column of ``jobs`` (only with a status filter a job can leave) and ``jobs_rejected``:
+#: a row carrying True removes its key from the table (dlt's ``hard_delete`` hint). Rows that stay
+#: hold NULL in it.
+DELETED_COLUMN = "_avepoint_deleted"
 
 _UTC_MICROS = pa.timestamp("us", tz="UTC")
 _UTC_NANOS = pa.timestamp("ns", tz="UTC")
@@ -107,6 +113,7 @@ JOB_COLUMNS: tuple[Column, ...] = (
     Column("backupSize", "backup_size", pa.int64(), _int),
 )
 _KNOWN = {column.api_name for column in JOB_COLUMNS}
+_FINAL = pa.array(sorted(FINAL_STATUSES), pa.int64())
 _REQUIRED = {column.name for column in JOB_COLUMNS if column.required}
 _naming = NamingConvention()
 
@@ -129,18 +136,39 @@ def dlt_columns() -> TTableSchemaColumns:
     return hints
 
 
+#: A job's window as microseconds since the epoch: ``[start, end)``, ``start`` None = from the beginning.
+Bounds = tuple[int | None, int]
+
+
 @dataclass
 class RejectedJob:
     """A job the API sent that cannot be loaded as a row; it goes to ``jobs_rejected`` instead.
 
-    ``jobs_rejected`` (append): ``job_id``, ``start_time_raw``, ``reason``, ``raw_job`` (the job's JSON), so
-    nothing is silently dropped and the job can be inspected where the loaded rows are.
+    ``jobs_rejected`` (merge on ``rejection_key``: one row per set-aside job, holding its latest reason):
+    ``rejection_key``, ``job_id``, ``start_time_raw``, ``reason``, ``raw_job`` (the job's JSON),
+    ``last_seen_at``. Nothing is silently dropped, and the job can be inspected where the loaded rows are.
+    Once the job loads, its row leaves ``jobs_rejected``: the table lists what is set aside now.
     """
 
     job_id: str | None
     start_time: str | None
     reason: str
     raw: str
+    bounds: Bounds | None = None
+    """The window the job was read in (a job without a usable start time is re-read through it)."""
+
+    @property
+    def key(self) -> str:
+        """The job's id; a job without one is known by its start and organization, else its JSON."""
+        if self.job_id:
+            return self.job_id
+        try:
+            identity = json.dumps(
+                [json.loads(self.raw).get(name) for name in ("startTime", "organizationId", "type")]
+            )
+        except (ValueError, AttributeError):
+            identity = self.raw
+        return "?" + hashlib.sha256(identity.encode()).hexdigest()[:24]
 
 
 @dataclass
@@ -150,16 +178,14 @@ class JobBatch:
     table: pa.Table | None
     rejected: list[RejectedJob] = field(default_factory=list)
     open_jobs: dict[str, datetime] = field(default_factory=dict)
-    """Jobs still running (or without finish time), by id, with their start time."""
+    """Jobs not final yet (status 2, a code nobody documented, or none), by id, with their start time."""
+    final_ids: list[str] = field(default_factory=list)
+    """Jobs in a final status (3, 4, 7)."""
     outside: int = 0
     """Jobs that started outside the window they were asked for, inside another window of the run: left to
     that window, so a job reaches the table once whatever the API's bounds mean (``endTime`` inclusive)."""
     strays: int = 0
     """Jobs that started outside every window of the run: kept (never lost), but they may come twice."""
-
-
-#: A job's window as microseconds since the epoch: ``[start, end)``, ``start`` None = from the beginning.
-Bounds = tuple[int | None, int]
 
 
 class JobRows:
@@ -214,7 +240,7 @@ class JobRows:
             try:
                 row = [self._convert(column, job) for column in JOB_COLUMNS]
             except BadValue as error:
-                rejected.append(_reject(job, str(error)))
+                rejected.append(_reject(job, str(error), bounds[index] if bounds else None))
                 continue
             for column, value in zip(JOB_COLUMNS, row, strict=True):
                 values[column.name].append(value)
@@ -256,17 +282,16 @@ class JobRows:
                     arrays = {name: array.filter(mask) for name, array in arrays.items()}
                     jobs = [job for job, kept in zip(jobs, keep, strict=True) if kept]
                     if not jobs:
-                        return JobBatch(None, rejected, outside=outside)
-        status, finish = arrays["status"], arrays["finish_time"]
-        still_open = pc.fill_null(
-            pc.or_kleene(pc.equal(status, IN_PROGRESS_STATUS), finish.is_null()), False
-        )
+                        return JobBatch(None, rejected, outside=outside, strays=strays)
+        final = pc.fill_null(pc.is_in(arrays["status"], value_set=_FINAL), False)
+        still_open = pc.invert(final)
         open_ids = arrays["job_id"].filter(still_open).to_pylist()
         open_starts = arrays["start_time"].filter(still_open).to_pylist()
         open_jobs = dict(zip(open_ids, open_starts, strict=True))
+        final_ids = arrays["job_id"].filter(final).to_pylist()
         extras = {} if keys_known else _extras(jobs)
         table = self._table(arrays, extras, len(jobs))
-        return JobBatch(table, rejected, open_jobs, outside, strays)
+        return JobBatch(table, rejected, open_jobs, final_ids, outside, strays)
 
     def _elsewhere(self, start: int) -> bool:
         return any(_within(start, window) for window in self._windows)
@@ -311,16 +336,78 @@ class JobRows:
         return name
 
 
-def rejected_table(jobs: list[RejectedJob]) -> pa.Table:
-    """``jobs_rejected`` rows as an Arrow table: typed even when a column is all nulls."""
-    return pa.table(
-        {
-            "job_id": pa.array([job.job_id for job in jobs], pa.string()),
-            "start_time_raw": pa.array([job.start_time for job in jobs], pa.string()),
-            "reason": pa.array([job.reason for job in jobs], pa.string()),
-            "raw_job": pa.array([job.raw for job in jobs], pa.string()),
-        }
-    )
+def rejected_table(
+    jobs: list[RejectedJob], seen_at: datetime, constants: dict[str, str] | None = None
+) -> pa.Table:
+    """``jobs_rejected`` rows as an Arrow table: typed even when a column is all nulls.
+
+    Args:
+        jobs: The jobs set aside.
+        seen_at: When (service time) this run saw them.
+        constants: Constant columns (``tenant``).
+    """
+    columns = {
+        "rejection_key": pa.array([job.key for job in jobs], pa.string()),
+        "job_id": pa.array([job.job_id for job in jobs], pa.string()),
+        "start_time_raw": pa.array([job.start_time for job in jobs], pa.string()),
+        "reason": pa.array([job.reason for job in jobs], pa.string()),
+        "raw_job": pa.array([job.raw for job in jobs], pa.string()),
+        "last_seen_at": pa.array([seen_at] * len(jobs), _UTC_MICROS),
+    }
+    for name, value in (constants or {}).items():
+        columns[name] = pa.array([value] * len(jobs), pa.string())
+    return pa.table(columns)
+
+
+def resolved_rejections_table(keys: list[str], constants: dict[str, str] | None = None) -> pa.Table:
+    """Rows that remove set-aside jobs (now loaded) from ``jobs_rejected``."""
+    columns = {
+        "rejection_key": pa.array(keys, pa.string()),
+        DELETED_COLUMN: pa.array([True] * len(keys), pa.bool_()),
+    }
+    for name, value in (constants or {}).items():
+        columns[name] = pa.array([value] * len(keys), pa.string())
+    return pa.table(columns)
+
+
+def left_jobs_table(jobs: dict[str, datetime], constants: dict[str, str] | None = None) -> pa.Table:
+    """Rows that remove jobs from ``jobs``: they no longer match a status filter they were loaded under."""
+    ids = sorted(jobs)
+    columns = {
+        "job_id": pa.array(ids, pa.string()),
+        "start_time": pa.array([jobs[job_id] for job_id in ids], _UTC_MICROS),
+        DELETED_COLUMN: pa.array([True] * len(ids), pa.bool_()),
+    }
+    for name, value in (constants or {}).items():
+        columns[name] = pa.array([value] * len(ids), pa.string())
+    fields = [
+        pa.field(name, array.type, nullable=name not in _REQUIRED)
+        for name, array in columns.items()
+    ]
+    return pa.Table.from_arrays(list(columns.values()), schema=pa.schema(fields))
+
+
+def follow_marks(jobs: list[dict[str, Any]]) -> tuple[dict[str, datetime], list[str]]:
+    """From jobs read only to be followed (never loaded): the open ones with their start, and the final ids.
+
+    A job whose id or start time cannot be read is skipped here: it is loaded (or set aside) from the
+    read that selects it under the run's filters.
+    """
+    open_jobs: dict[str, datetime] = {}
+    final: list[str] = []
+    for job in jobs:
+        job_id, raw_start, status = job.get("jobId"), job.get("startTime"), job.get("status")
+        if not isinstance(job_id, str) or not job_id or not isinstance(raw_start, str):
+            continue
+        try:
+            start = parse_api_time(raw_start)
+        except ValueError:
+            continue
+        if isinstance(status, int) and not isinstance(status, bool) and status in FINAL_STATUSES:
+            final.append(job_id)
+        else:
+            open_jobs[job_id] = start
+    return open_jobs, final
 
 
 def _within(start: int, bounds: Bounds) -> bool:
@@ -408,7 +495,7 @@ _FAST: dict[Callable[[Any], Any], Callable[[list[Any], pa.DataType], pa.Array | 
 }
 
 
-def _reject(job: dict[str, Any], reason: str) -> RejectedJob:
+def _reject(job: dict[str, Any], reason: str, bounds: Bounds | None) -> RejectedJob:
     job_id = job.get("jobId")
     start = job.get("startTime")
     return RejectedJob(
@@ -416,4 +503,5 @@ def _reject(job: dict[str, Any], reason: str) -> RejectedJob:
         start_time=str(start) if start is not None else None,
         reason=reason,
         raw=json.dumps(job, sort_keys=True, default=str),
+        bounds=bounds,
     )

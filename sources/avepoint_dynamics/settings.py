@@ -66,6 +66,9 @@ JOB_STATUSES: Final[dict[int, str]] = {
 #: The module a job belongs to (undocumented; observed values).
 OBJECT_TYPES: Final[dict[int, str]] = {1: "Customer Engagement", 2: "Unified Operations"}
 IN_PROGRESS_STATUS: Final = 2
+#: A job in one of these is done and never changes again; any other status (2, or a code nobody
+#: documented) is open: the job is followed until it reaches one of these.
+FINAL_STATUSES: Final = frozenset({3, 4, 7})
 
 
 def type_label(code: int | None) -> str | None:

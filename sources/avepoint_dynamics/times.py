@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import email.utils
+import threading
+import time
+from datetime import UTC, datetime, timedelta
 
 
 def parse_api_time(text: str) -> datetime:
@@ -23,6 +26,18 @@ def parse_api_time(text: str) -> datetime:
     return moment.astimezone(UTC)
 
 
+def api_time_or_none(raw: object) -> datetime | None:
+    """An API time parsed, a datetime as is, anything else (None, garbage) None: for lenient readers."""
+    if isinstance(raw, datetime):
+        return raw
+    if not isinstance(raw, str):
+        return None
+    try:
+        return parse_api_time(raw)
+    except ValueError:
+        return None
+
+
 def format_api_time(moment: datetime) -> str:
     """Render a time as the API expects it: UTC, microseconds, ``Z``.
 
@@ -41,9 +56,88 @@ def to_micros(moment: datetime) -> int:
 
 def from_micros(micros: int) -> datetime:
     """The inverse of :func:`to_micros`."""
-    from datetime import timedelta
-
     return _EPOCH + timedelta(microseconds=micros)
+
+
+def parse_http_date(value: str | None) -> datetime | None:
+    """An HTTP date (``Date``, ``Retry-After``), e.g. ``Thu, 03 Dec 2026 03:37:49 GMT``; None if unusable."""
+    if not value:
+        return None
+    try:
+        moment = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+class ServiceClock:
+    """The service's time, read from the ``Date`` header of its answers; this machine's clock decides nothing.
+
+    A loader's clock can be minutes or hours off the service's. Each answer says what time it is on the
+    service (1 s resolution, rounded down). ``now()`` is the newest such time plus the time elapsed here
+    since it arrived (measured on the monotonic clock, which nobody sets), so it never runs ahead of the
+    service.
+
+    Example:
+        >>> clock = ServiceClock()
+        >>> clock.observe("Thu, 03 Dec 2026 03:37:49 GMT")
+        >>> clock.now()        # 03:37:49 plus the seconds since, whatever this machine's clock says
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._date: datetime | None = None
+        self._received = 0.0
+        self._started: datetime | None = None
+
+    @property
+    def known(self) -> bool:
+        """Whether any answer carried a usable ``Date``."""
+        return self._date is not None
+
+    def observe(self, header: str | None) -> None:
+        """Take the time of one answer (its ``Date`` header); the newest one wins."""
+        moment = parse_http_date(header)
+        if moment is None:
+            return
+        received = time.monotonic()
+        with self._lock:
+            if self._date is None or moment >= self._date + timedelta(
+                seconds=received - self._received
+            ):
+                self._date, self._received = moment, received
+
+    def observe_start(self, moment: datetime) -> None:
+        """Take a job's start time: the job has started, so the service's time is past it.
+
+        ``Date`` has a resolution of one second; the newest job's start pins the time below that, so a
+        job that started a few milliseconds ago is inside the run's window. A start more than a second
+        past ``Date`` (a job scheduled ahead?) is not evidence of the time, and is ignored.
+        """
+        with self._lock:
+            if self._date is None:
+                return
+            ceiling = self._date + timedelta(seconds=1 + time.monotonic() - self._received)
+            if moment < ceiling and (self._started is None or moment > self._started):
+                self._started = moment
+
+    def now(self) -> datetime:
+        """The service's time now; this machine's clock if no answer carried a ``Date`` yet."""
+        with self._lock:
+            if self._date is None:
+                return datetime.now(UTC)
+            estimate = self._date + timedelta(seconds=time.monotonic() - self._received)
+            if self._started is not None and self._started >= estimate:
+                return self._started + timedelta(microseconds=1)
+            return estimate
+
+    def offset(self) -> timedelta | None:
+        """How far the service's clock is ahead of this machine's (None: not known yet)."""
+        if not self.known:
+            return None
+        return self.now() - datetime.now(UTC)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

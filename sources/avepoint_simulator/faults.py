@@ -52,6 +52,11 @@ class Faults:
         malformed_response: ``None``, ``"not_json"``, ``"no_job_list"`` or ``"html"``: served
             with status 200 instead of the answer.
         faults_on_token: Apply drop/error/rate-limit/truncate to the token endpoint too.
+        token_error_rate: Probability of a 503 from the token endpoint alone (the jobs API stays
+            healthy): an identity outage.
+        token_drop_rate: Probability that the token endpoint alone closes the connection unanswered.
+        clock_offset_s: The service's clock runs this many seconds ahead of this machine's (negative:
+            behind). Start and finish times, the ``Date`` header and expiry checks follow it.
         window: How the server reads ``startTime``/``endTime``: ``"half_open"`` (``[start, end)``, the
             default), ``"inclusive"`` (``[start, end]``: a job that started exactly at ``endTime`` is
             served too) or ``"ignored"`` (a broken server: every job, whatever the window).
@@ -75,6 +80,9 @@ class Faults:
     total_offset: int = 0
     malformed_response: str | None = None
     faults_on_token: bool = False
+    token_error_rate: float = 0.0
+    token_drop_rate: float = 0.0
+    clock_offset_s: float = 0.0
     window: str = "half_open"
 
     def __post_init__(self) -> None:
@@ -83,7 +91,14 @@ class Faults:
 
     def validate(self) -> None:
         """Raise ValueError naming the first setting out of range."""
-        for name in ("error_rate", "drop_rate", "truncate_rate", "rate_limit_burst"):
+        for name in (
+            "error_rate",
+            "drop_rate",
+            "truncate_rate",
+            "rate_limit_burst",
+            "token_error_rate",
+            "token_drop_rate",
+        ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be within 0..1, got {value!r}")
@@ -152,26 +167,37 @@ class FaultInjector:
         # Draw only when the fault is on, so turning one fault on does not reshuffle others.
         return probability > 0 and self._rng.random() < probability
 
-    def before(self, faults: Faults, in_flight: int) -> Verdict | None:
+    def before(self, faults: Faults, in_flight: int, now_s: float | None = None) -> Verdict | None:
         """Decide, before answering, whether a request is dropped, limited or fails.
 
         Args:
             faults: Current settings.
             in_flight: Requests of the same kind in flight, this one included.
+            now_s: The service's clock (epoch seconds), for ``Retry-After`` dates; default this machine's.
         """
+        now = time.time() if now_s is None else now_s
         with self._lock:
             if self._chance(faults.drop_rate):
                 return Verdict("drop")
             if faults.max_in_flight is not None and in_flight > faults.max_in_flight:
-                return Verdict("429", 429, self._retry_after(faults, faults.retry_after_s))
+                return Verdict("429", 429, self._retry_after(faults, faults.retry_after_s, now))
             wait = self._take_token(faults.rate_limit_per_second)
             if wait is not None:
-                return Verdict("429", 429, self._retry_after(faults, wait))
+                return Verdict("429", 429, self._retry_after(faults, wait, now))
             if self._chance(faults.rate_limit_burst):
-                return Verdict("429", 429, self._retry_after(faults, faults.retry_after_s))
+                return Verdict("429", 429, self._retry_after(faults, faults.retry_after_s, now))
             if self._chance(faults.error_rate):
                 statuses = faults.error_statuses
                 return Verdict("error", statuses[self._rng.randrange(len(statuses))])
+            return None
+
+    def before_token(self, faults: Faults) -> Verdict | None:
+        """The identity service's own outage: a drop or a 503 of the token endpoint alone."""
+        with self._lock:
+            if self._chance(faults.token_drop_rate):
+                return Verdict("drop")
+            if self._chance(faults.token_error_rate):
+                return Verdict("error", 503)
             return None
 
     def truncate(self, faults: Faults) -> float | None:
@@ -199,9 +225,9 @@ class FaultInjector:
         return max(1, math.ceil((1.0 - self._tokens) / rate))
 
     @staticmethod
-    def _retry_after(faults: Faults, seconds: int) -> str | None:
+    def _retry_after(faults: Faults, seconds: int, now_s: float) -> str | None:
         if faults.retry_after_format == "none":
             return None
         if faults.retry_after_format == "date":
-            return email.utils.formatdate(time.time() + seconds, usegmt=True)
+            return email.utils.formatdate(now_s + seconds, usegmt=True)
         return str(int(seconds))

@@ -21,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from avepoint_simulator.certs import thumbprints
+from avepoint_simulator.times import ServiceClock
 
 __all__ = ["SCOPE", "App", "Identity", "TokenError"]
 
@@ -77,9 +78,15 @@ class Identity:
 
     Args:
         signing_key: Public key published in the JWKS (the server's; tokens are opaque).
+        clock: The service's clock, against which client assertions' times are checked.
     """
 
-    def __init__(self, signing_key: ec.EllipticCurvePublicKey | None = None) -> None:
+    def __init__(
+        self,
+        signing_key: ec.EllipticCurvePublicKey | None = None,
+        clock: ServiceClock | None = None,
+    ) -> None:
+        self._clock = clock or ServiceClock()
         self._lock = threading.Lock()
         self._apps: dict[str, App] = {}
         self._tokens: dict[str, tuple[str, float]] = {}
@@ -281,7 +288,7 @@ class Identity:
                 raise TokenError(
                     "invalid_client", "no registered certificate matches the assertion's thumbprint"
                 )
-        now_utc = dt.datetime.now(dt.UTC)
+        now_utc = dt.datetime.fromtimestamp(self._clock.seconds(), dt.UTC)
         valid = [
             c for c in certificates if c.not_valid_before_utc <= now_utc <= c.not_valid_after_utc
         ]
@@ -325,7 +332,7 @@ class Identity:
                 "invalid_client",
                 f"client_assertion aud must be the token URL {sorted(token_urls)[0]}",
             )
-        now = time.time()
+        now = self._clock.seconds()
         exp = claims.get("exp")
         if not isinstance(exp, int | float) or isinstance(exp, bool):
             raise TokenError("invalid_client", "client_assertion has no exp")

@@ -116,6 +116,12 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Silence the per-request log lines (tests make thousands)."""
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The ``Date`` header, on the service's clock (which may be offset from this machine's)."""
+        return super().date_time_string(
+            self.sim.clock.seconds() if timestamp is None else timestamp
+        )
+
     # ------------------------------------------------------------------ plumbing
     @property
     def sim(self) -> Simulator:
@@ -272,11 +278,12 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if faults.latency_ms:
                 time.sleep(faults.latency_ms / 1000)
-            if faults.faults_on_token:
-                verdict = sim._injector.before(faults, 1)
-                if verdict is not None:
-                    status = self._apply_verdict(verdict)
-                    return
+            verdict = sim._injector.before_token(faults)
+            if verdict is None and faults.faults_on_token:
+                verdict = sim._injector.before(faults, 1, sim.clock.seconds())
+            if verdict is not None:
+                status = self._apply_verdict(verdict)
+                return
             root = self._root()
             try:
                 payload = sim._identity.issue(
@@ -312,7 +319,7 @@ class Handler(BaseHTTPRequestHandler):
             faults = sim.faults
             if faults.latency_ms:
                 time.sleep(faults.latency_ms / 1000)
-            verdict = sim._injector.before(faults, in_flight)
+            verdict = sim._injector.before(faults, in_flight, sim.clock.seconds())
             if verdict is not None:
                 status = self._apply_verdict(verdict)
                 return

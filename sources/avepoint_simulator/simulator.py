@@ -24,8 +24,8 @@ from avepoint_simulator.identity import SCOPE, App, Identity
 from avepoint_simulator.jobs_store import JobStore
 from avepoint_simulator.server import TOKEN_PATH, SimulatorHTTPServer
 from avepoint_simulator.stats import Stats
-from avepoint_simulator.times import ticks_from_datetime
-from avepoint_simulator.world import World, wall_ticks
+from avepoint_simulator.times import ServiceClock, ticks_from_datetime
+from avepoint_simulator.world import World
 
 __all__ = ["Simulator"]
 
@@ -94,14 +94,18 @@ class Simulator:
         self._requested_port = port
         self.tls = tls
         self.arrivals_per_minute = arrivals_per_minute
-        anchor = ticks_from_datetime(now) if now is not None else wall_ticks()
+        #: The service's clock: this machine's plus ``Faults.clock_offset_s``.
+        self.clock = ServiceClock(self._faults.clock_offset_s)
+        anchor = ticks_from_datetime(now) if now is not None else self.clock.ticks()
         self._store = JobStore(jobs, seed, anchor, history_days=history_days, running=running)
-        self.world = World(self._store, seed)
+        self.world = World(self._store, seed, self.clock)
         self._injector = FaultInjector(seed)
         self._stats = Stats()
         self._server_tls: ServerTLS | None = make_server_tls() if tls else None
         self._folder = tempfile.mkdtemp(prefix="avepoint-sim-client-")
-        self._identity = Identity(self._server_tls.server_public_key if self._server_tls else None)
+        self._identity = Identity(
+            self._server_tls.server_public_key if self._server_tls else None, clock=self.clock
+        )
         ids = random.Random(f"credentials:{seed}")
         default_id = client_id or str(uuid.UUID(int=ids.getrandbits(128), version=4))
         self.private_key_pem, self.certificate_pem = make_certificate(
@@ -293,6 +297,7 @@ class Simulator:
         """
         with self._faults_lock:
             self._faults = self._faults.replace(**changes)
+            self.clock.offset_s = self._faults.clock_offset_s
             return self._faults
 
     def stats(self) -> dict[str, Any]:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 
 __all__ = [
     "TICKS_PER_SECOND",
+    "ServiceClock",
     "format_compact",
     "format_ticks",
     "parse_time",
@@ -105,3 +107,29 @@ def parse_time(text: str) -> int:
         if tail.strip("0"):
             ticks += 1
     return ticks
+
+
+class ServiceClock:
+    """The service's own clock: this machine's wall clock plus an offset.
+
+    A real service's clock is not its client's: ``offset_s`` makes the simulator's clock run ahead
+    (positive) or behind (negative) the machine the client runs on. Every time the simulator shows a
+    client comes from here: job start and finish times, the HTTP ``Date`` header, token and client
+    assertion expiry checks.
+
+    Args:
+        offset_s: Seconds added to the wall clock.
+    """
+
+    def __init__(self, offset_s: float = 0.0) -> None:
+        self.offset_s = float(offset_s)
+
+    def seconds(self) -> float:
+        """Seconds since the epoch on the service's clock."""
+        return time.time() + self.offset_s
+
+    def ticks(self) -> int:
+        """Ticks since the epoch on the service's clock."""
+        return ticks_from_datetime(dt.datetime.now(dt.UTC)) + round(
+            self.offset_s * TICKS_PER_SECOND
+        )

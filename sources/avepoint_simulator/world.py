@@ -22,13 +22,18 @@ from avepoint_simulator.jobs_store import (
     JobStore,
     pick_weighted,
 )
-from avepoint_simulator.times import TICKS_PER_SECOND, format_ticks, ticks_from_datetime
+from avepoint_simulator.times import (
+    TICKS_PER_SECOND,
+    ServiceClock,
+    format_ticks,
+    ticks_from_datetime,
+)
 
 __all__ = ["World", "wall_ticks"]
 
 
 def wall_ticks() -> int:
-    """The wall clock now, in ticks."""
+    """This machine's wall clock now, in ticks (the service's clock may be offset: ``World.now_ticks``)."""
     return ticks_from_datetime(dt.datetime.now(dt.UTC))
 
 
@@ -38,12 +43,18 @@ class World:
     Args:
         store: The history to wrap.
         seed: Seeds the choices made for jobs added later.
+        clock: The service's clock (default: this machine's).
     """
 
-    def __init__(self, store: JobStore, seed: int) -> None:
+    def __init__(self, store: JobStore, seed: int, clock: ServiceClock | None = None) -> None:
         self._store = store
         self._lock = threading.Lock()
         self._rng = random.Random(f"world:{seed}")
+        self._clock = clock or ServiceClock()
+
+    def now_ticks(self) -> int:
+        """The service's clock now, in ticks: what a job starting now would show as its start."""
+        return self._clock.ticks()
 
     # ------------------------------------------------------------------ reading
     @property
@@ -117,7 +128,7 @@ class World:
         running = max(0, min(running, n))
         with self._lock:
             store = self._store
-            now = wall_ticks()
+            now = self._clock.ticks()
             last = store.last_ticks()
             if last is not None and last >= now - 2 * n - TICKS_PER_SECOND:
                 if last >= now:
@@ -128,7 +139,7 @@ class World:
                 while now - last <= 2 * n:
                     # Too little room for n distinct starts before now; wait a few microseconds.
                     time.sleep(0.001)
-                    now = wall_ticks()
+                    now = self._clock.ticks()
             floor = last if last is not None else now - 86_400 * TICKS_PER_SECOND
             # A live service shows a job from the moment it starts: arrivals land in the last
             # millisecond, never back-dated behind what a client may already have read.
@@ -183,7 +194,7 @@ class World:
                         raise KeyError(job_id)
                     wanted.add(pos)
                 positions = [p for p in positions if p in wanted]
-            now = wall_ticks()
+            now = self._clock.ticks()
             finished = []
             for pos in positions:
                 final = (

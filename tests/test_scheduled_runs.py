@@ -176,8 +176,15 @@ def test_a_backfill_and_a_scheduled_run_never_interleave(tmp_path: Path) -> None
     with Simulator(jobs=3_000, seed=26, latency_ms=150) as sim:
         env = config_env(sim, lookback_minutes="0", page_size="20", max_concurrency="1")
         backfill = subprocess.Popen(
-            [sys.executable, "-m", "avepoint_pipelines.cli", "backfill", "--from", "2000-01-01"]
-            + _target(tmp_path),
+            [
+                sys.executable,
+                "-m",
+                "avepoint_pipelines.cli",
+                "backfill",
+                "--from",
+                "2000-01-01",
+                *_target(tmp_path),
+            ],
             env={**{k: v for k, v in os.environ.items() if not k.startswith("SOURCES__")}, **env},
             cwd=tmp_path,
             stdout=subprocess.PIPE,
@@ -196,11 +203,13 @@ def test_a_backfill_and_a_scheduled_run_never_interleave(tmp_path: Path) -> None
             assert "busy" in last and f"pid {backfill.pid}" in last and "try again" in last
             assert backfill.poll() is None  # the backfill goes on, untouched
         finally:
-            out, err = backfill.communicate(timeout=300)
+            _out, err = backfill.communicate(timeout=300)
         assert backfill.returncode == 0, err
         again = _cli(["load", *_target(tmp_path)], env, tmp_path)
         assert again.returncode == 0, again.stderr
-        assert_rows_equal(Loader(sim, tmp_path, "avepoint_dynamics").rows(), sim.world.ground_truth())
+        assert_rows_equal(
+            Loader(sim, tmp_path, "avepoint_dynamics").rows(), sim.world.ground_truth()
+        )
 
 
 def test_a_job_a_backfill_sees_running_is_followed_to_its_final_state(tmp_path: Path) -> None:
@@ -286,7 +295,9 @@ def test_a_wave_of_running_jobs_costs_pages_not_a_request_each(tmp_path: Path) -
         sim.reset_stats()
         loader.load()  # nothing changed
         idle = sim.stats()["jobs_requests"]
-        assert idle <= 1 + 4 + 1 + 2, idle  # clock, the wave's 4 pages, the new jobs, a probe or two
+        assert idle <= 1 + 4 + 1 + 2, (
+            idle
+        )  # clock, the wave's 4 pages, the new jobs, a probe or two
 
         sim.world.finish_running()
         sim.world.add_jobs(200, running=20)  # 1 % new
@@ -322,7 +333,9 @@ def test_a_job_that_never_ends_is_abandoned_after_the_age_and_said_once(
             loader.load(open_job_max_age_days=30)
         assert not [r for r in caplog.records if stuck["jobId"] in r.getMessage()]
         assert sim.stats()["jobs_requests"] == 2  # the clock and the new jobs: it is not read again
-        shown = _cli(["state", *_target(tmp_path), "--pipeline-name", "avepoint_test"], {}, tmp_path)
+        shown = _cli(
+            ["state", *_target(tmp_path), "--pipeline-name", "avepoint_test"], {}, tmp_path
+        )
         assert json.loads(shown.stdout)["abandoned_jobs"] == 1
 
 

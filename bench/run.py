@@ -651,12 +651,15 @@ def child_env(ca_file: str) -> dict[str, str]:
 class SimulatorProcess:
     """``avepoint-simulator`` in its own process (its own GIL), driven through its control endpoints."""
 
-    def __init__(self, jobs: int, seed: int, workdir: Path) -> None:
+    def __init__(
+        self, jobs: int, seed: int, workdir: Path, extra_args: list[str] | None = None
+    ) -> None:
         script = Path(sys.executable).parent / "avepoint-simulator"
         command = (
             [str(script)] if script.exists() else [sys.executable, "-m", "avepoint_simulator.cli"]
         )
         command += ["--jobs", str(jobs), "--port", "0", "--seed", str(seed), "--latency-ms", "0"]
+        command += extra_args or []
         env = base_env()
         self.stderr = open(workdir / f"simulator-{jobs}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(

@@ -186,6 +186,10 @@ def cmd_state(args: argparse.Namespace) -> int:
         "filters": state.get("filters"),
         "open_jobs": len(open_jobs),
         "open_job_watermark": min(open_jobs.values()) if open_jobs else None,
+        "open_oldest": [
+            {"job_id": job_id, "start_time": start}
+            for job_id, start in sorted(open_jobs.items(), key=lambda item: item[1])[:20]
+        ],
         "set_aside_jobs": len(state.get("rejected_jobs", {}))
         + len(state.get("rejected_windows", {})),
         "abandoned_jobs": int(state.get("abandoned_count") or 0),

@@ -89,8 +89,11 @@ class MergedTable:
 
     key: str
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    applied: int = 0
+    """Rows written (merged or deleted) so far."""
 
     def apply(self, table: pa.Table) -> None:
+        self.applied += table.num_rows
         for row in table.to_pylist():
             if row.get(DELETED_COLUMN):
                 self.rows.pop(row[self.key], None)

@@ -109,3 +109,22 @@ def test_a_job_served_twice_in_one_run_withdraws_the_claim_of_unique_rows() -> N
     run_once(world, state, destination, serve=serve)
 
     assert destination.claims[-1] is False  # the load deduplicates
+
+
+def test_open_jobs_read_again_unchanged_are_not_loaded_again() -> None:
+    # A wave of jobs running for hours is read on every run; merging the same rows again costs the load.
+    world = make_world(jobs=300, seed=5, running=40)
+    state: dict[str, Any] = {}
+    destination = Destination()
+    run_once(world, state, destination)
+    loaded = destination.jobs.applied
+
+    run_once(world, state, destination)  # nothing changed
+    assert destination.jobs.applied == loaded
+    assert len(state["open_jobs"]) == 40
+
+    running = sorted(j["jobId"] for j in world.ground_truth() if j["status"] == 2)
+    world.finish_running(running[:5], status=4)
+    run_once(world, state, destination)
+    assert destination.jobs.applied == loaded + 5  # only the five that changed
+    assert_rows_equal(destination.jobs.rows, world.ground_truth())

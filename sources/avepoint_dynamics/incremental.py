@@ -7,6 +7,7 @@ atomically with the load package)::
      "service_time": "2026-11-29T08:00:00.000000Z",  # the service's clock when the last run planned
      "filters": {"type": 1, "status": null},          # the filters the state was built under
      "open_jobs": {"DCIB2026...": "2026-11-29T07:58:12.345000Z"},      # not final yet: read again
+     "open_fingerprints": {"DCIB2026...": "9f86d081884c7d65"},        # as last loaded
      "rejected_jobs": {"DCIB2026...": "2026-11-28T02:00:00.000000Z"},  # set aside: read again
      "rejected_windows": {"?a1b2...": ["2026-11-28T00:00:00.000000Z", "2026-11-29T00:00:00.000000Z"]},
      "abandoned_jobs": {"DCIB2025...": "2025-10-01T02:00:00.000000Z"}, "abandoned_count": 1}
@@ -60,6 +61,8 @@ class FollowState:
     service_time: datetime | None = None
     filters: dict[str, Any] | None = None
     open_jobs: dict[str, datetime] = field(default_factory=dict)
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    """The content of each open job as last loaded: read again unchanged, it is not loaded again."""
     rejected_jobs: dict[str, datetime] = field(default_factory=dict)
     rejected_windows: dict[str, Window] = field(default_factory=dict)
     abandoned_jobs: dict[str, datetime] = field(default_factory=dict)
@@ -75,11 +78,18 @@ class FollowState:
                 if end is not None:
                     windows[str(key)] = Window(api_time_or_none(raw[0]), end)
         filters = state.get("filters")
+        open_jobs = _times(state.get("open_jobs"))
+        prints = {
+            str(key): str(value)
+            for key, value in dict(state.get("open_fingerprints") or {}).items()
+            if key in open_jobs
+        }
         return cls(
             cursor=api_time_or_none(state.get("cursor")),
             service_time=api_time_or_none(state.get("service_time")),
             filters=dict(filters) if isinstance(filters, dict) else None,
-            open_jobs=_times(state.get("open_jobs")),
+            open_jobs=open_jobs,
+            fingerprints=prints,
             rejected_jobs=_times(state.get("rejected_jobs")),
             rejected_windows=windows,
             abandoned_jobs=_times(state.get("abandoned_jobs")),
@@ -94,6 +104,9 @@ class FollowState:
             state["service_time"] = format_api_time(self.service_time)
         state["filters"] = self.filters
         state["open_jobs"] = _iso(self.open_jobs)
+        state["open_fingerprints"] = {
+            key: value for key, value in sorted(self.fingerprints.items()) if key in self.open_jobs
+        }
         state["rejected_jobs"] = _iso(self.rejected_jobs)
         state["rejected_windows"] = {
             key: [format_api_time(w.start) if w.start else None, format_api_time(w.end)]
@@ -147,14 +160,17 @@ class RunTracker:
     filters_match: bool = True
     status_can_be_left: bool = False
     open_now: dict[str, datetime] = field(default_factory=dict)
+    fingerprints: dict[str, str] = field(default_factory=dict)
     final_now: set[str] = field(default_factory=set)
     rejected_now: dict[str, datetime | None] = field(default_factory=dict)
     rejected_window_of: dict[str, Window] = field(default_factory=dict)
     rejected: int = 0
 
-    def saw_open(self, job_id: str, start: datetime) -> None:
-        """A job read in this run that is not final: follow it."""
+    def saw_open(self, job_id: str, start: datetime, fingerprint: str | None = None) -> None:
+        """A job read in this run that is not final: follow it (``fingerprint``: as loaded now)."""
         self.open_now[job_id] = start
+        if fingerprint is not None:
+            self.fingerprints[job_id] = fingerprint
 
     def saw_final(self, job_ids: Iterable[str]) -> None:
         """Jobs read in this run in a final status: no longer followed."""
@@ -228,6 +244,11 @@ class RunTracker:
             if not done:
                 state.open_jobs[job_id] = start
         state.open_jobs.update(self.open_now)
+        state.fingerprints = {
+            key: value
+            for key, value in {**before.fingerprints, **self.fingerprints}.items()
+            if key in state.open_jobs
+        }
         resolved = set(self.resolved_rejections())
         for key, start in before.rejected_jobs.items():
             if key not in resolved:

@@ -10,6 +10,7 @@ from datetime import datetime
 from operator import itemgetter
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 from dlt.common.normalizers.naming.snake_case import NamingConvention
@@ -385,6 +386,13 @@ def left_jobs_table(jobs: dict[str, datetime], constants: dict[str, str] | None 
         for name, array in columns.items()
     ]
     return pa.Table.from_arrays(list(columns.values()), schema=pa.schema(fields))
+
+
+def fingerprint(job: dict[str, Any]) -> str:
+    """A short digest of a job as the API sent it (any field changed, the digest changes)."""
+    return hashlib.blake2b(
+        orjson.dumps(job, option=orjson.OPT_SORT_KEYS), digest_size=8
+    ).hexdigest()
 
 
 def follow_marks(jobs: list[dict[str, Any]]) -> tuple[dict[str, datetime], list[str]]:

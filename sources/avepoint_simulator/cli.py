@@ -66,6 +66,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--arrivals-per-minute", type=float, default=None, help="new jobs per minute (live clock)"
     )
+    parser.add_argument(
+        "--running",
+        type=int,
+        default=None,
+        help="how many of the newest jobs are still in progress (default 3)",
+    )
+    parser.add_argument(
+        "--clock-offset",
+        type=float,
+        default=0.0,
+        help="seconds the service's clock runs ahead of this machine's (negative: behind)",
+    )
     parser.add_argument("--client-id", default=None, help="client id of the default app")
     parser.add_argument("--client-secret", default=None, help="client secret of the default app")
     return parser
@@ -85,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             truncate_rate=args.truncate_rate,
             churn_per_page=args.churn_per_page,
             rate_limit_per_second=args.rate_limit,
+            clock_offset_s=args.clock_offset,
         )
     except ValueError as exc:
         print(f"avepoint-simulator: {exc}", file=sys.stderr)
@@ -103,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         port=args.port,
         arrivals_per_minute=args.arrivals_per_minute,
+        running=args.running,
         client_id=args.client_id,
         client_secret=args.client_secret,
     )

@@ -72,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "open_jobs.json").write_text(json.dumps({"meta": meta, "scenarios": scenarios}, indent=2))
+    (out / "open_jobs.json").write_text(
+        json.dumps({"meta": meta, "scenarios": scenarios}, indent=2)
+    )
     text = _markdown(meta, scenarios)
     (out / "open_jobs.md").write_text(text)
     print(text)

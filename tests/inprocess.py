@@ -13,7 +13,7 @@ import email.utils
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -44,13 +44,26 @@ class WorldPages:
         world: The history.
         query: The run's settings (page size, filters).
         serve: Optional hook that may change what a page holds (a job served twice, say).
+        selects: What the service's window selects (``start``, ``overlap``, ``finish``).
+        window: ``half_open``, ``inclusive`` (end) or ``ignored``, as the simulator's fault setting.
     """
 
-    def __init__(self, world: World, query: JobsQuery, serve: Any = None) -> None:
+    def __init__(
+        self,
+        world: World,
+        query: JobsQuery,
+        serve: Any = None,
+        selects: str = "start",
+        window: str = "half_open",
+    ) -> None:
         self.world = world
         self.query = query
         self.clock = ServiceClock()
         self.requests_sent = 0
+        self.start_exclusive = False
+        self.end_inclusive = False
+        self._selects = selects
+        self._window = window
         self.windows: list[tuple[Window, int]] = []
         self._serve = serve
         self._lock = threading.Lock()
@@ -60,20 +73,33 @@ class WorldPages:
         with self._lock:
             self.requests_sent += 1
             self.windows.append((window, number))
+        start, end = window.start, window.end
+        if start is not None and self.start_exclusive:  # what the connector sends
+            start -= timedelta(microseconds=1)
+        if end is not None and self.end_inclusive:
+            end -= timedelta(microseconds=1)
+        low, high = _ticks(start), _ticks(end)
+        if self._window == "inclusive" and high is not None:  # what the service does with it
+            high += 1
+        if self._window == "ignored":
+            low = high = None
         flt = JobFilter(
-            start=_ticks(window.start),
-            end=_ticks(window.end),
+            start=low,
+            end=high,
             type=self.query.job_type,
             status=window.status,
             organization_id=self.query.organization_id,
             object_type=self.query.object_type,
         )
-        total, jobs = self.world.query(flt, (number - 1) * size, size, newest_first=True)
+        total, jobs = self.world.query(
+            flt, (number - 1) * size, size, newest_first=True, selects=self._selects
+        )
         seconds = self.world.now_ticks() / 10_000_000
         self.clock.observe(email.utils.formatdate(seconds, usegmt=True))
         if self._serve is not None:
             total, jobs = self._serve(window, number, total, jobs)
-        return JobsPage(jobs=jobs, total=total, number=number, window=window)
+        keys = ("jobs", "nextLink", "pageIndex", "pageSize", "totalCount")
+        return JobsPage(jobs=jobs, total=total, number=number, window=window, keys=keys)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -158,10 +184,18 @@ def run_once(
     state: dict[str, Any],
     destination: Destination,
     serve: Any = None,
+    selects: str = "start",
+    window: str = "half_open",
     **settings: Any,
 ) -> WorldPages:
-    """One run of the jobs resource against ``world``, its batches applied to ``destination``."""
+    """One run of the jobs resource against ``world``, its batches applied to ``destination``.
+
+    ``state["resource"]`` is the resource's state, ``state["service"]`` the source's findings about the
+    service; ``selects`` and ``window`` say how the service reads its time window.
+    """
     setup = setup_for(**settings)
-    pages = WorldPages(world, setup.query, serve)
-    destination.load(JobsRun(setup, state, pages=pages).batches())
+    pages = WorldPages(world, setup.query, serve, selects=selects, window=window)
+    service = state.setdefault("service", {})
+    resource_state = state.setdefault("resource", {})
+    destination.load(JobsRun(setup, resource_state, pages=pages, service_state=service).batches())
     return pages

@@ -10,8 +10,8 @@ import requests
 from avepoint_dynamics.following import plan_follow, point_windows
 from avepoint_dynamics.incremental import FollowState, RunTracker, tenant_state
 from avepoint_dynamics.model import Window
+from avepoint_dynamics.plan import _disjoint
 from avepoint_dynamics.retries import retry_after_seconds
-from avepoint_dynamics.run import _disjoint
 from avepoint_dynamics.times import ServiceClock
 
 pytestmark = pytest.mark.unit

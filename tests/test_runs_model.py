@@ -96,7 +96,7 @@ def test_a_job_served_twice_in_one_run_withdraws_the_claim_of_unique_rows() -> N
     run_once(world, state, destination)
     old = world.ground_truth()[10]
     world.patch_job(old["jobId"], status=2, finishTime=None, durationHours=None)
-    state["open_jobs"] = {old["jobId"]: old["startTime"]}  # followed, in a range of its own
+    state["resource"]["open_jobs"] = {old["jobId"]: old["startTime"]}  # followed, on its own
     twin = dict(old)
 
     def serve(window: Any, number: int, total: int, jobs: list[dict[str, Any]]) -> Any:
@@ -121,7 +121,7 @@ def test_open_jobs_read_again_unchanged_are_not_loaded_again() -> None:
 
     run_once(world, state, destination)  # nothing changed
     assert destination.jobs.applied == loaded
-    assert len(state["open_jobs"]) == 40
+    assert len(state["resource"]["open_jobs"]) == 40
 
     running = sorted(j["jobId"] for j in world.ground_truth() if j["status"] == 2)
     world.finish_running(running[:5], status=4)

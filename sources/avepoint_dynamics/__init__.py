@@ -26,6 +26,7 @@ from .query import base_url_from, build_query, resolve_hosts
 from .retries import RetryPolicy
 from .rows import DELETED_COLUMN, dlt_columns
 from .run import REJECTED_TABLE, JobsRun, JobsSetup
+from .service import ServiceFindings, probe_service
 from .settings import DEFAULT_MAX_CONCURRENCY, DEFAULT_PAGE_SIZE
 
 __all__ = [
@@ -34,9 +35,11 @@ __all__ = [
     "AvePointCredentials",
     "AvePointError",
     "ConfigError",
+    "ServiceFindings",
     "UnavailableError",
     "avepoint_dynamics",
     "check_connection",
+    "check_service",
     "jobs",
     "jobs_setup",
 ]
@@ -153,7 +156,9 @@ def jobs(setup: JobsSetup, on_page: Callable[[JobsPage], None] | None = None) ->
     (the state, with the load package): :class:`avepoint_dynamics.run.JobsRun`.
     """
     state = tenant_state(dlt.current.resource_state(), setup.tenant)
-    yield from JobsRun(setup, state, on_page).batches()
+    # What the service does with a request is kept beside the cursors: a reset of those keeps it.
+    service = dlt.current.source_state().setdefault("service", {})
+    yield from JobsRun(setup, state, on_page, service_state=service).batches()
 
 
 def check_connection(source: Any = None, **source_args: Any) -> dict[str, Any]:
@@ -190,6 +195,34 @@ def check_connection(source: Any = None, **source_args: Any) -> dict[str, Any]:
         "identity_url": setup.identity_root,
         "total_jobs": page.total,
     }
+
+
+def check_service(source: Any = None, **source_args: Any) -> ServiceFindings:
+    """Learn how the tenant's service reads requests (``check --deep``): about 15 requests, nothing loaded.
+
+    What its time window selects (start, overlap, finish, ignored) and how it reads each bound, whether
+    running jobs are in windows, the order, the largest page size, the answer's fields. A ``load`` learns
+    the same by itself on its first run and keeps it in the pipeline's state.
+
+    Args:
+        source: An ``avepoint_dynamics(...)`` source; built from ``source_args`` and dlt config if None.
+        source_args: The same arguments as :func:`avepoint_dynamics`.
+
+    Returns:
+        The findings; ``findings.lines()`` says them in words.
+
+    Example:
+        >>> check_service(region="us").window_selects
+        'start'
+    """
+    source = source if source is not None else avepoint_dynamics(**source_args)
+    setup = jobs_setup(source)
+    tokens, client = setup.connect()
+    try:
+        return probe_service(client)
+    finally:
+        client.close()
+        tokens.close()
 
 
 def jobs_setup(source: Any) -> JobsSetup:

@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -34,6 +35,8 @@ from .times import ServiceClock, format_api_time
 __all__ = ["AdaptiveLimit", "JobsClient", "JobsPage", "RetryPolicy", "Window"]
 
 logger = logging.getLogger(__name__)
+
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class _Bearer(requests.auth.AuthBase):
@@ -123,6 +126,9 @@ class JobsClient:
         self.requests_sent = 0
         #: The jobs API's clock, read from the ``Date`` of its answers: a run's windows end by it.
         self.clock = ServiceClock()
+        #: How the service reads the window's bounds, when known (``check --deep``).
+        self.start_exclusive = False
+        self.end_inclusive = False
         self._contact = HostContact()
         self._count_lock = threading.Lock()
         self._url = query.base_url + API_PATHS[query.api_version]
@@ -225,16 +231,22 @@ class JobsClient:
         return response, token
 
     def _page_request(self, window: Window, number: int, size: int) -> tuple[str, dict[str, Any]]:
-        """v1 POSTs a JSON body; v2 GETs the same filters as a query, its window end named finishTime."""
+        """v1 POSTs a JSON body; v2 GETs the same filters as a query, its window end named finishTime.
+
+        Windows are half-open ``[start, end)``; a service known (``check --deep``) to read its bounds
+        otherwise gets them moved by a microsecond, so that it selects exactly that.
+        """
         bounds: dict[str, Any] = {}
         if window.start is not None:
-            bounds["startTime"] = format_api_time(window.start)
+            start = window.start - _MICROSECOND if self.start_exclusive else window.start
+            bounds["startTime"] = format_api_time(start)
         filters = self.query.filters()
         if window.status is not None:
             filters["status"] = window.status
         end_name = "endTime" if self.query.api_version == "v1" else "finishTime"
         if window.end is not None:
-            bounds[end_name] = format_api_time(window.end)
+            end = window.end - _MICROSECOND if self.end_inclusive else window.end
+            bounds[end_name] = format_api_time(end)
         if self.query.api_version == "v1":
             page_info = {"currentPage": number, "pageSize": size}
             return "POST", {"json": {"pageInfo": page_info, **filters, **bounds}}
@@ -296,4 +308,4 @@ def _page(payload: Any, number: int, what: str) -> JobsPage:
         raise ApiError(
             f"the answer to {what} lists a job that is not an object: {short(repr(bad))}"
         )
-    return JobsPage(jobs=jobs, total=total, number=number)
+    return JobsPage(jobs=jobs, total=total, number=number, keys=tuple(sorted(payload)))

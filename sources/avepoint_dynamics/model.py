@@ -53,12 +53,14 @@ class JobsPage:
         total: The number of jobs the API says match the request (None if it did not say).
         number: The 1-based page number asked for.
         window: What was asked.
+        keys: The answer's own fields (``totalCount``, ``jobs``, ... or ``totalNumber``, ``result``).
     """
 
     jobs: list[dict[str, Any]]
     total: int | None
     number: int
     window: Window | None = None
+    keys: tuple[str, ...] = ()
 
 
 class PageSource(Protocol):
@@ -70,6 +72,8 @@ class PageSource(Protocol):
     query: JobsQuery
     clock: ServiceClock
     requests_sent: int
+    start_exclusive: bool
+    end_inclusive: bool
 
     def fetch_page(self, window: Window, number: int, page_size: int | None = None) -> JobsPage:
         """Page ``number`` (1-based) of what ``window`` selects."""

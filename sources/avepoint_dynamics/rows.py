@@ -114,6 +114,8 @@ JOB_COLUMNS: tuple[Column, ...] = (
     Column("backupSize", "backup_size", pa.int64(), _int),
 )
 _KNOWN = {column.api_name for column in JOB_COLUMNS}
+#: The job fields the connector knows (any other arrives as a text column).
+JOB_FIELD_NAMES = frozenset(_KNOWN)
 _FINAL = pa.array(sorted(FINAL_STATUSES), pa.int64())
 _REQUIRED = {column.name for column in JOB_COLUMNS if column.required}
 _naming = NamingConvention()

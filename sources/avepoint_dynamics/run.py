@@ -34,6 +34,7 @@ from .following import plan_follow
 from .incremental import FollowState, RunTracker, describe_filters
 from .model import JobsPage, PageSource, Window
 from .paging import WindowReader, _distinct
+from .plan import ReadPlan, plan_reads
 from .query import JobsQuery
 from .retries import RetryPolicy
 from .rows import (
@@ -46,6 +47,7 @@ from .rows import (
     rejected_table,
     resolved_rejections_table,
 )
+from .service import ServiceFindings, probe_service
 from .settings import IN_PROGRESS_STATUS
 from .times import api_time_or_none, format_api_time, from_micros, to_micros
 
@@ -89,6 +91,7 @@ class JobsRun:
         state: This tenant's part of the resource state (changed in place at the end of the run).
         on_page: Called with every page fetched (progress).
         pages: Where pages come from; default: the jobs API over HTTP (``setup.connect()``).
+        service_state: Where the findings about the service are kept, by API version and host.
     """
 
     def __init__(
@@ -97,9 +100,15 @@ class JobsRun:
         state: MutableMapping[str, Any],
         on_page: Callable[[JobsPage], None] | None = None,
         pages: PageSource | None = None,
+        service_state: MutableMapping[str, Any] | None = None,
     ) -> None:
         self.setup = setup
         self._pages = pages
+        #: Where the findings about the service are kept (the source's state: they outlive a reset).
+        self.service_state: MutableMapping[str, Any] = (
+            service_state if service_state is not None else {}
+        )
+        self.findings: ServiceFindings | None = None
         self.query = setup.query
         self.state = state
         self.on_page = on_page
@@ -129,9 +138,6 @@ class JobsRun:
                 job_id,
                 query.open_job_max_age.days,
             )
-        selections = [self.load_status] + (
-            [self.follow_status] if self.follow_status is not None else []
-        )
         tokens: TokenProvider | None = None
         client: PageSource
         if self._pages is not None:
@@ -139,6 +145,8 @@ class JobsRun:
         else:
             tokens, client = self.setup.connect()
         try:
+            self.findings = self._findings(client)
+            selects = self.findings.window_selects or "start" if self.findings else "start"
             with ThreadPoolExecutor(
                 query.max_concurrency, thread_name_prefix="avepoint-page"
             ) as pool:
@@ -146,13 +154,17 @@ class JobsRun:
                 first_pages: dict[Window, JobsPage] = {}
                 start = self._new_jobs_start(before)
                 follow_ranges: list[Window] = []
-                if not query.is_backfill:
+                if not query.is_backfill and selects == "start":
+                    selections = [self.load_status] + (
+                        [self.follow_status] if self.follow_status is not None else []
+                    )
                     follow_ranges = plan_follow(
                         list(before.followed().values()),
                         start,
                         self._prober(reader, pool, selections, first_pages),
                         reads_per_window=len(selections),
                     )
+                if not query.is_backfill:
                     follow_ranges += [
                         window
                         for window in before.rejected_windows.values()
@@ -160,16 +172,23 @@ class JobsRun:
                     ]
                 now = self._now = self._service_now(client)
                 end = now if query.end_time is None else min(query.end_time, now)
-                ranges = _disjoint([*follow_ranges, Window(start, end)])
-                tracker = RunTracker(before, ranges, filters_match, query.status_can_be_left)
-                windows = [Window(r.start, r.end, status) for r in ranges for status in selections]
+                plan = plan_reads(selects, query, Window(start, end), follow_ranges)
+                if selects == "ignored":
+                    logger.warning(
+                        "this service ignores the time window (check --deep, %s): every run reads "
+                        "the whole history",
+                        self.findings.checked_at if self.findings else "?",
+                    )
+                tracker = RunTracker(before, plan.coverage, filters_match, query.status_can_be_left)
                 logger.info(
-                    "reading jobs in %s (+%d ranges of followed jobs; service time %s)",
+                    "reading jobs in %s (+%d ranges of followed jobs; windows select by %s; service "
+                    "time %s)",
                     Window(start, end),
-                    len(ranges) - 1,
+                    len(follow_ranges),
+                    selects,
                     format_api_time(now),
                 )
-                yield from self._read(reader, windows, first_pages, ranges, tracker)
+                yield from self._read(reader, plan, first_pages, tracker)
             yield from self._after_reading(tracker, now)
         finally:
             client.close()
@@ -178,7 +197,7 @@ class JobsRun:
         # Arrow's allocator keeps the pages of every freed batch for reuse; nothing here reuses them and
         # DuckDB's load comes next, with its own allocator: hand them back (~50 MB at 100,000 jobs, bench/).
         pa.default_memory_pool().release_unused()
-        state = tracker.after(None if query.is_backfill else end, now, filters)
+        state = tracker.after(plan.cursor, now, filters)
         state.save(self.state)
         stats = reader.stats
         logger.info(
@@ -193,6 +212,20 @@ class JobsRun:
             len(state.rejected_jobs) + len(state.rejected_windows),
             tracker.rejected,
         )
+
+    def _findings(self, client: PageSource) -> ServiceFindings | None:
+        """How the service reads requests: from the source's state, or learnt now (first run, or stale)."""
+        key = f"{self.query.api_version} {self.query.base_url}"
+        findings = ServiceFindings.from_dict(self.service_state.get(key))
+        if findings is None or findings.stale:
+            logger.info("learning how the jobs API at %s reads its requests", self.query.base_url)
+            findings = probe_service(client)
+            self.service_state[key] = findings.as_dict()
+            for line in findings.lines():
+                logger.info("  %s", line)
+        client.start_exclusive = findings.start_bound == "exclusive"
+        client.end_inclusive = findings.end_bound == "inclusive"
+        return findings
 
     # ------------------------------------------------------------------ planning
     def _new_jobs_start(self, before: FollowState) -> datetime | None:
@@ -261,19 +294,19 @@ class JobsRun:
     def _read(
         self,
         reader: WindowReader,
-        windows: list[Window],
+        plan: ReadPlan,
         first_pages: dict[Window, JobsPage],
-        ranges: list[Window],
         tracker: RunTracker,
     ) -> Iterator[Any]:
-        rows = JobRows(self.setup.constants, [_bounds(r) for r in ranges])
+        ranges = plan.start_ranges
+        rows = JobRows(self.setup.constants, [_bounds(r) for r in ranges] if ranges else None)
         pending: list[dict[str, Any]] = []
         bounds: list[Bounds] = []
         strays = outside = 0
-        for item in chain(reader.read_all(windows, first_pages), [None]):
+        for item in chain(reader.read_all(plan.windows, first_pages), [None]):
             if item is not None:
                 window, page_jobs = item
-                if window.status is not None and window.status == self.follow_status:
+                if window in plan.follow_only:
                     open_jobs, final = follow_marks(page_jobs)  # only to follow: never loaded
                     for job_id, start in open_jobs.items():
                         tracker.saw_open(job_id, start)
@@ -281,13 +314,13 @@ class JobsRun:
                     continue
                 page_jobs = self._changed(page_jobs, tracker)
                 pending.extend(page_jobs)
-                range_ = _range_of(window, ranges)
-                bounds.extend([_bounds(range_)] * len(page_jobs))
+                if ranges is not None:
+                    bounds.extend([_bounds(_range_of(window, ranges))] * len(page_jobs))
                 if len(pending) < BATCH_JOBS:
                     continue
             if not pending:
                 continue
-            batch = rows.to_batch(pending, bounds)
+            batch = rows.to_batch(pending, bounds if ranges is not None else None)
             if batch.open_jobs:
                 for job in pending:
                     key = job.get("jobId")
@@ -304,12 +337,25 @@ class JobsRun:
             if batch.rejected:
                 yield self._rejected(batch.rejected, tracker)
         if outside or strays:
-            logger.warning(
-                "the API sent %d jobs that started outside the time window asked for (%d of them "
-                "outside every window of this run, loaded anyway); does it filter on startTime?",
-                outside + strays,
-                strays,
+            self._contradicted(
+                f"{outside + strays} jobs came back that started outside the time window asked for "
+                f"({strays} of them outside every window of this run, loaded anyway)"
             )
+
+    def _contradicted(self, what: str) -> None:
+        """The service's answers contradict the findings: say so, and learn again next run."""
+        findings = self.findings
+        checked = findings.checked_at if findings else "never"
+        logger.warning(
+            "%s: that contradicts how this service was found to read its window (checked %s); the "
+            "next run checks again, or run avepoint-dynamics check --deep",
+            what,
+            checked,
+        )
+        if findings is not None:
+            findings.stale = True
+            key = f"{self.query.api_version} {self.query.base_url}"
+            self.service_state[key] = findings.as_dict()
 
     def _changed(self, jobs: list[dict[str, Any]], tracker: RunTracker) -> list[dict[str, Any]]:
         """The jobs of a page minus the open ones read again exactly as they were last loaded.
@@ -401,25 +447,6 @@ class JobsRun:
 
 def _duplicates_hint(deduplicated: bool) -> Any:
     return dlt.mark.make_hints(additional_table_hints={"x-stage-data-deduplicated": deduplicated})
-
-
-def _disjoint(windows: list[Window]) -> list[Window]:
-    """The union of time ranges as disjoint ranges in time order (empty ones dropped)."""
-    ordered = sorted(
-        (w for w in windows if w.start is None or w.end is None or w.start < w.end),
-        key=lambda w: (w.start is not None, w.start or datetime.min),
-    )
-    merged: list[Window] = []
-    for window in ordered:
-        last = merged[-1] if merged else None
-        if last is not None and (
-            last.end is None or (window.start is not None and window.start <= last.end)
-        ):
-            end = None if last.end is None or window.end is None else max(last.end, window.end)
-            merged[-1] = Window(last.start, end)
-        else:
-            merged.append(Window(window.start, window.end))
-    return merged
 
 
 def _range_of(window: Window, ranges: list[Window]) -> Window:

@@ -31,6 +31,9 @@ __all__ = [
 ]
 
 MAX_PAGE_SIZE = 100
+#: Page sizes past this are refused whatever the settings (a request must not make the simulator
+#: render a million jobs at once).
+HARD_MAX_PAGE_SIZE = 10_000
 DEFAULT_PAGE_SIZE = 10
 V2_PATH = "/dynamicsbackup/jobs"
 #: ``type`` values accepted: 0 means all; 32 (export) appears in AvePoint's later docs.
@@ -98,9 +101,21 @@ def _check_page(
     size = DEFAULT_PAGE_SIZE if size is None else size
     if page < 1:
         raise ApiError(400, f"'{page_field}' must be 1 or greater.", page_field)
-    if not 1 <= size <= MAX_PAGE_SIZE:
+    if not 1 <= size <= HARD_MAX_PAGE_SIZE:
         raise ApiError(400, f"'{size_field}' must be between 1 and {MAX_PAGE_SIZE}.", size_field)
     return page, size
+
+
+def with_page_size_rule(
+    request: JobsRequest, max_page_size: int, oversize: str, version: str
+) -> JobsRequest:
+    """The request as a server with a page size cap sees it: refused (400), capped, or served."""
+    if request.size <= max_page_size or oversize == "serve":
+        return request
+    if oversize == "cap":
+        return dataclasses.replace(request, size=max_page_size)
+    field = "pageInfo.pageSize" if version == "v1" else "pageSize"
+    raise ApiError(400, f"'{field}' must be between 1 and {max_page_size}.", field)
 
 
 def _type(value: int | None) -> int | None:
@@ -277,13 +292,21 @@ def _jobs_request(
     )
 
 
-def with_window_reading(request: JobsRequest, window: str) -> JobsRequest:
-    """The request as a server reading its window ``"half_open"``, ``"inclusive"`` or ``"ignored"`` sees it."""
+def with_window_reading(
+    request: JobsRequest, window: str, start_exclusive: bool = False
+) -> JobsRequest:
+    """The request as a server reading its window ``"half_open"``, ``"inclusive"`` or ``"ignored"`` sees it.
+
+    Bounds stay half-open ticks ``[start, end)``: an inclusive end is one tick later, an exclusive
+    start one tick later.
+    """
     flt = request.filter
     if window == "inclusive" and flt.end is not None:
         flt = dataclasses.replace(flt, end=flt.end + 1)  # one tick: a job at endTime is in
     elif window == "ignored":
         flt = dataclasses.replace(flt, start=None, end=None)
+    if start_exclusive and flt.start is not None and window != "ignored":
+        flt = dataclasses.replace(flt, start=flt.start + 1)
     return request if flt is request.filter else dataclasses.replace(request, filter=flt)
 
 
@@ -295,6 +318,9 @@ def answer(
     wrapper: str = "current",
     repeat_page: bool = False,
     total_offset: int = 0,
+    selects: str = "start",
+    shuffle_ties: bool = False,
+    report_total: bool = True,
 ) -> dict[str, Any]:
     """The answer to a page request.
 
@@ -305,6 +331,9 @@ def answer(
         wrapper: ``"current"`` or ``"draft"``.
         repeat_page: Serve page 1's jobs whatever page is asked (a broken server).
         total_offset: Add this to the reported total (a broken server).
+        selects: What the time window selects: ``"start"``, ``"overlap"`` or ``"finish"``.
+        shuffle_ties: Jobs with equal start times come in a new order every time.
+        report_total: Put the total in the answer.
 
     Returns:
         ``{"totalCount", "pageIndex", "pageSize", "nextLink", "jobs"}`` or, draft,
@@ -312,10 +341,17 @@ def answer(
         filters included, or None on the last page.
     """
     page = 1 if repeat_page else request.page
-    total, jobs = world.query(request.filter, (page - 1) * request.size, request.size, newest_first)
+    total, jobs = world.query(
+        request.filter,
+        (page - 1) * request.size,
+        request.size,
+        newest_first,
+        selects=selects,
+        shuffle_ties=shuffle_ties,
+    )
     reported = total + total_offset
     if wrapper == "draft":
-        return {"totalNumber": reported, "result": jobs}
+        return {"totalNumber": reported, "result": jobs} if report_total else {"result": jobs}
     next_link = None
     if request.page * request.size < reported:
         params = [
@@ -324,10 +360,13 @@ def answer(
             *request.link_params,
         ]
         next_link = f"{V2_PATH}?{urllib.parse.urlencode(params)}"
-    return {
+    answer = {
         "totalCount": reported,
         "pageIndex": request.page,
         "pageSize": request.size,
         "nextLink": next_link,
         "jobs": jobs,
     }
+    if not report_total:
+        del answer["totalCount"]
+    return answer

@@ -18,6 +18,9 @@ WRAPPERS = ("current", "draft")
 RETRY_AFTER_FORMATS = ("seconds", "date", "none")
 MALFORMED = (None, "not_json", "no_job_list", "html")
 WINDOWS = ("half_open", "inclusive", "ignored")
+WINDOW_SELECTS = ("start", "overlap", "finish")
+OVERSIZE = ("refuse", "cap", "serve")
+TIES = ("stable", "shuffled")
 
 
 @dataclass
@@ -58,8 +61,18 @@ class Faults:
         clock_offset_s: The service's clock runs this many seconds ahead of this machine's (negative:
             behind). Start and finish times, the ``Date`` header and expiry checks follow it.
         window: How the server reads ``startTime``/``endTime``: ``"half_open"`` (``[start, end)``, the
-            default), ``"inclusive"`` (``[start, end]``: a job that started exactly at ``endTime`` is
-            served too) or ``"ignored"`` (a broken server: every job, whatever the window).
+            default), ``"inclusive"`` (``[start, end]``: a job at exactly ``endTime`` is served too) or
+            ``"ignored"`` (a broken server: every job, whatever the window).
+        window_selects: What the window selects: ``"start"`` (jobs that started in it, the default),
+            ``"overlap"`` (jobs that ran during it: started before its end, not finished before its
+            start; running jobs too) or ``"finish"`` (jobs that finished in it; never a running job).
+        window_start_exclusive: The window's start bound is exclusive: ``(start, end)``.
+        max_page_size: The largest page size served as asked.
+        oversize_pages: A larger ``pageSize``: ``"refuse"`` (400, the default), ``"cap"`` (served at
+            ``max_page_size``) or ``"serve"`` (served as asked, any size).
+        ties: Order of jobs with equal start times: ``"stable"`` (by jobId) or ``"shuffled"`` (anew
+            for every request).
+        report_total: Whether answers carry the total (``totalCount`` / ``totalNumber``).
     """
 
     latency_ms: float = 0.0
@@ -84,6 +97,12 @@ class Faults:
     token_drop_rate: float = 0.0
     clock_offset_s: float = 0.0
     window: str = "half_open"
+    window_selects: str = "start"
+    window_start_exclusive: bool = False
+    max_page_size: int = 100
+    oversize_pages: str = "refuse"
+    ties: str = "stable"
+    report_total: bool = True
 
     def __post_init__(self) -> None:
         self.error_statuses = tuple(self.error_statuses)
@@ -120,7 +139,12 @@ class Faults:
             ("retry_after_format", self.retry_after_format, RETRY_AFTER_FORMATS),
             ("malformed_response", self.malformed_response, MALFORMED),
             ("window", self.window, WINDOWS),
+            ("window_selects", self.window_selects, WINDOW_SELECTS),
+            ("oversize_pages", self.oversize_pages, OVERSIZE),
+            ("ties", self.ties, TIES),
         )
+        if self.max_page_size < 1:
+            raise ValueError("max_page_size must be >= 1")
         for name, value, allowed in checks:
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")

@@ -339,13 +339,19 @@ class Handler(BaseHTTPRequestHandler):
                     request = api.parse_v1(self.headers.get("Content-Type"), body)
                 else:
                     request = api.parse_v2(query)
+                request = api.with_page_size_rule(
+                    request,
+                    faults.max_page_size,
+                    faults.oversize_pages,
+                    "v1" if endpoint == "GetJobs" else "v2",
+                )
             except api.ApiError as err:
                 status = err.status
                 self._send_json(err.status, api.error_body(err.status, err.message, err.field))
                 return
             if faults.churn_per_page:
                 sim.world.churn(faults.churn_per_page)
-            request = api.with_window_reading(request, faults.window)
+            request = api.with_window_reading(request, faults.window, faults.window_start_exclusive)
             payload = api.answer(
                 sim.world,
                 request,
@@ -353,6 +359,9 @@ class Handler(BaseHTTPRequestHandler):
                 wrapper=faults.wrapper,
                 repeat_page=faults.repeat_page,
                 total_offset=faults.total_offset,
+                selects=faults.window_selects,
+                shuffle_ties=faults.ties == "shuffled",
+                report_total=faults.report_total,
             )
             status = 200
             if faults.malformed_response is not None:

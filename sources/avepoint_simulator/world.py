@@ -78,12 +78,47 @@ class World:
             return None if pos is None else self._store.render(pos)
 
     def query(
-        self, flt: JobFilter, offset: int, limit: int, newest_first: bool
+        self,
+        flt: JobFilter,
+        offset: int,
+        limit: int,
+        newest_first: bool,
+        selects: str = "start",
+        shuffle_ties: bool = False,
     ) -> tuple[int, list[dict[str, Any]]]:
-        """Count matching jobs and render one page (see :meth:`JobStore.query`)."""
+        """Count matching jobs and render one page (see :meth:`JobStore.query`).
+
+        Args:
+            flt: What to select.
+            offset: Rank of the page's first job.
+            limit: Page size.
+            newest_first: Order by start time descending.
+            selects: What the time window selects (``"start"``, ``"overlap"``, ``"finish"``).
+            shuffle_ties: Jobs with equal start times in a new order each time.
+        """
         with self._lock:
-            total, positions = self._store.query(flt, offset, limit, newest_first)
-            return total, self._store.render_many(positions)
+            store = self._store
+            if selects == "start":
+                total, positions = store.query(flt, offset, limit, newest_first)
+            else:
+                total, positions = store.query_selected(flt, selects, offset, limit, newest_first)
+            if shuffle_ties and positions:
+                positions = self._shuffle_ties(positions)
+            return total, store.render_many(positions)
+
+    def _shuffle_ties(self, positions: list[int]) -> list[int]:
+        """Jobs with equal start times in a random order (within the page)."""
+        ticks = self._store.ticks
+        out: list[int] = []
+        group: list[int] = []
+        for pos in positions:
+            if group and ticks[group[0]] != ticks[pos]:
+                self._rng.shuffle(group)
+                out.extend(group)
+                group = []
+            group.append(pos)
+        self._rng.shuffle(group)
+        return out + group
 
     def iter_ground_truth(self, batch: int = 1000) -> Iterator[dict[str, Any]]:
         """Every job held at the moment of the call, oldest first (startTime, then jobId).

@@ -19,6 +19,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_PIPELINE = "avepoint_dynamics"
 DEFAULT_DATASET = "avepoint"
 DEFAULT_DUCKDB = "avepoint_dynamics.duckdb"
+#: The CLI's working folders for destinations other than DuckDB (relative to the working directory).
+DEFAULT_PIPELINES_DIR = ".avepoint_pipelines"
 #: Columnar loader files: dlt's default insert_values is ~10x slower for this volume (see bench/).
 COLUMNAR_DESTINATIONS = {"duckdb", "filesystem", "motherduck", "bigquery", "snowflake", "athena"}
 
@@ -66,6 +68,27 @@ def make_pipeline(target: Target) -> Pipeline:
         dataset_name=target.dataset_name,
         pipelines_dir=target.pipelines_dir,  # type: ignore[arg-type]  # None: dlt's default folder
     )
+
+
+def default_pipelines_dir(destination: str, duckdb_path: str) -> str:
+    """Where the CLI and the demo keep a pipeline's working folder (its state, schemas, packages).
+
+    Beside the DuckDB file (``<file>.dlt/``), so that a folder's state belongs to that folder's database,
+    never to another pipeline of the same name elsewhere (dlt's default, ``~/.dlt/pipelines``, is shared
+    by every folder). For other destinations: ``./.avepoint_pipelines``.
+    """
+    if destination == "duckdb":
+        return os.path.abspath(duckdb_path) + ".dlt"
+    return os.path.abspath(DEFAULT_PIPELINES_DIR)
+
+
+def rejected_jobs(info: LoadInfo) -> int:
+    """How many jobs this run set aside in ``jobs_rejected`` (the normalize step's row count)."""
+    trace = getattr(info.pipeline, "last_trace", None)  # a dlt Pipeline's; not in its protocol
+    normalize = trace.last_normalize_info if trace is not None else None
+    if normalize is None:
+        return 0
+    return int(normalize.row_counts.get("jobs_rejected", 0))
 
 
 def load_file_format(target: Target) -> Any:

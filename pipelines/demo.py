@@ -12,7 +12,7 @@ from typing import Any
 import duckdb
 from avepoint_dynamics import AvePointCredentials, avepoint_dynamics
 
-from .avepoint_pipeline import Target, run_load
+from .avepoint_pipeline import Target, default_pipelines_dir, run_load
 
 SQL_TO_TRY = """SELECT organization_name,
        max(finish_time) FILTER (WHERE type_name = 'backup' AND status_name = 'finished') AS last_good_backup,
@@ -35,7 +35,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from avepoint_simulator import Simulator
 
     duckdb_path = os.path.abspath(args.duckdb_path)
-    workdir = duckdb_path + ".dlt"
+    workdir = default_pipelines_dir("duckdb", duckdb_path)
     for leftover in (duckdb_path, duckdb_path + ".wal", workdir):
         if os.path.isdir(leftover):
             shutil.rmtree(leftover)

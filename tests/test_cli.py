@@ -98,7 +98,7 @@ def test_filters_and_destination_options(sim: Simulator, tmp_path: Path) -> None
         (["load", "--page-size", "0"], 2, "page_size"),
         (["load", "--organization-id", "nope"], 2, "GUID"),
         (["load", "--region", "mars", "--base-url", ""], 2, "region"),
-        (["backfill", "--from", "2024-02-01", "--to", "2024-01-01"], 2, "end_time"),
+        (["backfill", "--from", "2024-02-01", "--to", "2024-01-01"], 2, "--from"),
     ],
 )
 def test_exit_codes_and_one_line_errors(

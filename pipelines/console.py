@@ -49,7 +49,6 @@ class LiveLine:
         """Leave the line as it is and move below it: it is no longer live."""
         with self.lock:
             if self._text:
-                self._draw()
                 self.stream.write("\n")
                 self.stream.flush()
                 self._text = ""

@@ -9,8 +9,10 @@ import pty
 import re
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
+import duckdb
 import pytest
 from avepoint_simulator import Simulator
 
@@ -204,6 +206,18 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert (tmp_path / "avepoint_demo.duckdb").exists()
     assert (tmp_path / "avepoint_demo_report.html").stat().st_size > 10_000
     assert "[sources.avepoint_dynamics.credentials]" in out
+    # The night looks like one: the suggested query's last good backups are hours apart.
+    from avepoint_pipelines.demo import SQL_TO_TRY
+
+    with duckdb.connect(str(tmp_path / "avepoint_demo.duckdb"), read_only=True) as con:
+        last_good = [row[1] for row in con.execute(SQL_TO_TRY).fetchall()]
+        (night_span,) = con.execute(
+            "SELECT max(start_time) - min(start_time) FROM "
+            "(SELECT start_time FROM avepoint.jobs ORDER BY start_time DESC LIMIT 120)"
+        ).fetchone() or (None,)
+    assert len(last_good) >= 4 and None not in last_good
+    assert max(last_good) - min(last_good) > timedelta(hours=1)
+    assert night_span is not None and night_span > timedelta(hours=8)
 
 
 def test_one_job_one_page_one_package(tmp_path: Path) -> None:
@@ -333,3 +347,36 @@ def test_version() -> None:
     assert result.stdout.strip() == (
         f"avepoint-dynamics {version('avepoint-dynamics-dlt')} (dlt {version('dlt')})"
     )
+
+
+def test_the_simulators_export_lines_point_the_cli_at_it(tmp_path: Path) -> None:
+    """``avepoint-simulator`` prints export lines; pasted into a shell, ``avepoint-dynamics check`` works."""
+    bin_dir = Path(sys.executable).parent
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SOURCES__")}
+    env = {**clean, "PATH": f"{bin_dir}{os.pathsep}{clean.get('PATH', '')}"}
+    simulator = subprocess.Popen(
+        [str(bin_dir / "avepoint-simulator"), "--jobs", "250", "--seed", "3"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert simulator.stdout is not None
+        printed = [simulator.stdout.readline() for _ in range(7)]
+        exports = "".join(line for line in printed if line.startswith("export "))
+        assert exports.count("export SOURCES__AVEPOINT_DYNAMICS__") == 5
+
+        checked = subprocess.run(
+            ["bash", "-c", f"{exports}\navepoint-dynamics check"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        simulator.terminate()
+        simulator.wait(timeout=30)
+
+    assert checked.returncode == 0, checked.stderr
+    assert "holds 250 jobs; nothing was loaded" in checked.stdout

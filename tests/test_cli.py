@@ -263,10 +263,11 @@ def test_quiet_hides_dlt_warnings_too(sim: Simulator, tmp_path: Path) -> None:
 
 def test_state_lives_beside_the_duckdb_file_and_says_where(sim: Simulator, tmp_path: Path) -> None:
     """Without --pipelines-dir, a folder's state belongs to that folder's database, not ~/.dlt."""
-    home, first, second = tmp_path / "home", tmp_path / "first", tmp_path / "second"
-    for folder in (home, first, second):
+    shared, first, second = tmp_path / "dlt_global", tmp_path / "first", tmp_path / "second"
+    for folder in (first, second):
         folder.mkdir()
-    env = {**_env(sim), "HOME": str(home)}
+    # dlt's global folder (~/.dlt, /var/dlt as root), where every folder's pipeline of a name would meet
+    env = {**_env(sim), "DLT_DATA_DIR": str(shared)}
 
     def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -288,7 +289,7 @@ def test_state_lives_beside_the_duckdb_file_and_says_where(sim: Simulator, tmp_p
     assert Path(here["state_file"]).is_file() and here["cursor"] is not None
     assert elsewhere["cursor"] is None  # another folder, another database: not this one's cursor
     assert elsewhere["pipelines_dir"] == str(second / "avepoint_dynamics.duckdb.dlt")
-    assert not (home / ".dlt" / "pipelines").exists()
+    assert not (shared / "pipelines").exists()
 
 
 def test_help_shows_every_default_and_only_the_options_a_command_uses() -> None:

@@ -210,15 +210,23 @@ def _missing_dependency(cause: BaseException, chain: Sequence[BaseException]) ->
 
 
 def _destination_failed(cause: BaseException, chain: Sequence[BaseException]) -> Failure | None:
+    """A destination that could not be reached or refused the load: what it said, and where to look."""
+    from dlt.common.destination.exceptions import DestinationException
     from dlt.pipeline.exceptions import PipelineStepFailed
 
-    if not isinstance(cause, PipelineStepFailed) or cause.step not in ("sync", "load"):
+    if isinstance(cause, PipelineStepFailed) and cause.step in ("sync", "load"):
+        destination = getattr(cause.pipeline, "destination", None)
+        name = getattr(destination, "destination_name", None) or "the destination"
+        where = f"{name} failed at the {cause.step} step"
+    elif isinstance(cause, DestinationException):
+        name, where = "the destination", "the destination failed"
+    else:
         return None
-    destination = getattr(cause.pipeline, "destination", None)
-    name = getattr(destination, "destination_name", None) or "the destination"
     innermost = chain[-1]
-    message = f"{name} failed at the {cause.step} step: {type(innermost).__name__}: {first_line(innermost)}"
-    if name not in ("duckdb", "the destination"):
+    message = f"{where}: {type(innermost).__name__}: {first_line(innermost)}"
+    if name == "duckdb":
+        message += "; check --duckdb-path"
+    elif name != "the destination":
         message += f"; check its settings (DESTINATION__{name.upper()}__CREDENTIALS, ...)"
     return Failure(message, EXIT_FAILED)
 

@@ -258,3 +258,21 @@ def test_a_reversed_range_names_the_flags(
     assert result.returncode == 2
     assert _only_line(result).startswith(says)
     assert sim.stats()["jobs_requests"] == 0
+
+
+def test_a_destination_that_cannot_be_opened_says_what_it_said(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    not_duckdb = tmp_path / "jobs.duckdb"
+    not_duckdb.write_text("not a database\n")
+
+    result = _cli(
+        ["load", "--duckdb-path", str(not_duckdb)], tmp_path, _clean_env(**config_env(sim))
+    )
+
+    assert result.returncode == 1
+    assert _only_line(result) == (
+        f'error: duckdb failed at the sync step: IOException: IO Error: The file "{not_duckdb}" '
+        "exists, but it is not a valid DuckDB database file!; check --duckdb-path"
+    )
+    assert sim.stats()["jobs_requests"] == 0

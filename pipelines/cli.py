@@ -33,7 +33,7 @@ from .avepoint_pipeline import (
     rejected_jobs,
     run_load,
 )
-from .console import LiveLine, Progress, configure_logging
+from .console import LiveLine, Progress, configure_logging, plural
 from .failures import (
     EXIT_OK,
     EXIT_REJECTED,
@@ -41,7 +41,6 @@ from .failures import (
     UsageError,
     chain_lines,
     describe_failure,
-    plural,
 )
 from .report import DEFAULT_DAYS, DEFAULT_REPORT, ReportError, write_report
 from .views import DEFAULT_STALE_AFTER_HOURS

@@ -22,6 +22,11 @@ _ERASE = "\r\033[K"
 logger = logging.getLogger("avepoint_dynamics.cli")
 
 
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``1 job``, ``2 jobs``, ``1,000 pages``."""
+    return f"{count:,} {word if count == 1 else (many or word + 's')}"
+
+
 class LiveLine:
     """The one line a terminal shows in place; anything else written to the stream clears it first."""
 

@@ -33,7 +33,11 @@ EXTRA_OF_MODULE = {
     "airflow": "airflow",
 }
 
-_SECRET_ENV = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIALS|PRIVATE_KEY|API_KEY", re.I)
+#: Env vars whose values are secrets: dlt's ``..._SECRET``, ``..._PASSWORD``, a destination's
+#: ``DESTINATION__<NAME>__CREDENTIALS`` connection string, ... (not ``..._CLIENT_ID``: it names the app).
+_SECRET_ENV = re.compile(
+    r"(SECRET|PASSWORD|PASSWD|TOKEN|PRIVATE_KEY|API_KEY|ACCESS_KEY|__CREDENTIALS)$", re.I
+)
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+@", re.I)
 
 
@@ -104,11 +108,6 @@ def redact(text: str) -> str:
 def first_line(error: BaseException) -> str:
     lines = [line for line in str(error).splitlines() if line.strip()]
     return lines[0].strip() if lines else type(error).__name__
-
-
-def plural(count: int, word: str, many: str | None = None) -> str:
-    """``1 job``, ``2 jobs``, ``1,000 pages``."""
-    return f"{count:,} {word if count == 1 else (many or word + 's')}"
 
 
 # --------------------------------------------------------------------------- the causes, by priority

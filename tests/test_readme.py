@@ -190,6 +190,23 @@ def test_the_airflow_block(sim: Simulator, tmp_path: Path, airflow_python: Path)
     assert_rows_equal(duckdb_rows(tmp_path / "avepoint_dynamics.duckdb"), sim.world.ground_truth())
 
 
+def test_the_analysts_one_liner_and_example_queries(sim: Simulator, tmp_path: Path) -> None:
+    """No ``duckdb`` command comes with the install: the README's Python one-liner runs its queries."""
+    env = user_env(tmp_path / "home", VENV_BIN, **config_env(sim))
+    bash(["avepoint-dynamics load -q"], tmp_path, env)
+    (one_liner,) = readme_blocks("## For analysts")
+
+    shown = bash(as_run_here(one_liner), tmp_path, env)
+
+    assert "organization_name" in shown.stdout and "contoso-prod" in shown.stdout
+    (examples,) = readme_blocks("## For analysts", "sql")
+    statements = [part for part in examples.split(";") if part.strip()]
+    assert len(statements) == 6
+    with duckdb.connect(str(tmp_path / "avepoint_dynamics.duckdb"), read_only=True) as con:
+        for statement in statements:
+            con.execute(statement).fetchall()  # runs as written
+
+
 # --------------------------------------------------------------------------- helpers
 def _free_port() -> int:
     with socket.socket() as probe:

@@ -1,9 +1,12 @@
 """Airflow: the AvePoint jobs load as a daily DAG, built with dlt's ``PipelineTasksGroup``.
 
 Install with ``pip install 'avepoint-dynamics-dlt[airflow]'`` into Airflow's environment, then put a
-one-line file into the dags folder::
+one-line file into the dags folder, e.g. ``$AIRFLOW_HOME/dags/avepoint_dynamics_dag.py``::
 
     from avepoint_pipelines.airflow_dag import dag  # noqa: F401  (Airflow finds the DAG by this name)
+
+Any file name but ``avepoint_dynamics.py``: the dags folder is on ``sys.path``, where a module of that name
+hides the ``avepoint_dynamics`` package.
 
 Configuration, all read when the task runs (nothing is fetched or checked while Airflow parses the file):
 

@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_PIPELINE = "avepoint_dynamics"
 DEFAULT_DATASET = "avepoint"
 DEFAULT_DUCKDB = "avepoint_dynamics.duckdb"
+#: The CLI's working folders for destinations other than DuckDB (relative to the working directory).
+DEFAULT_PIPELINES_DIR = ".avepoint_pipelines"
 #: Columnar loader files: dlt's default insert_values is ~10x slower for this volume (see bench/).
 COLUMNAR_DESTINATIONS = {"duckdb", "filesystem", "motherduck", "bigquery", "snowflake", "athena"}
 
@@ -61,7 +63,7 @@ class Target:
 class PipelineBusy(AvePointError):
     """Another run of the same pipeline is in progress (a backfill and a scheduled load, say)."""
 
-    exit_code = 5
+    exit_code = 75  # sysexits' EX_TEMPFAIL: a temporary failure, try again later
 
 
 @contextmanager
@@ -111,6 +113,32 @@ def make_pipeline(target: Target) -> Pipeline:
         dataset_name=target.dataset_name,
         pipelines_dir=target.pipelines_dir,  # type: ignore[arg-type]  # None: dlt's default folder
     )
+
+
+def default_pipelines_dir(destination: str, duckdb_path: str) -> str:
+    """Where the CLI and the demo keep a pipeline's working folder (its state, schemas, packages).
+
+    Beside the DuckDB file (``<file>.dlt/``), so that a folder's state belongs to that folder's database,
+    never to another pipeline of the same name elsewhere (dlt's default, ``~/.dlt/pipelines``, is shared
+    by every folder). For other destinations: ``./.avepoint_pipelines``.
+    """
+    if destination == "duckdb":
+        return os.path.abspath(duckdb_path) + ".dlt"
+    return os.path.abspath(DEFAULT_PIPELINES_DIR)
+
+
+def rejected_jobs(info: LoadInfo, tenant: str | None = None) -> int:
+    """How many jobs are set aside in ``jobs_rejected`` now (and read again each run until they load).
+
+    Read from the pipeline's state after the run: a job set aside in an earlier run and still bad counts,
+    one that loaded this run does not.
+    """
+    pipeline: Any = info.pipeline
+    sources = pipeline.state.get("sources", {})
+    state = sources.get("avepoint_dynamics", {}).get("resources", {}).get("jobs", {})
+    if tenant:
+        state = state.get("tenants", {}).get(tenant, {})
+    return len(state.get("rejected_jobs", {})) + len(state.get("rejected_windows", {}))
 
 
 def load_file_format(target: Target) -> Any:

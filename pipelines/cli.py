@@ -1,7 +1,9 @@
 """``avepoint-dynamics``: load, backfill, check, demo, state, reset, report — with exit codes schedulers can act on.
 
-Exit codes: 0 ok, 1 unexpected failure, 2 configuration error, 3 credentials refused, 4 a service that
-stayed unavailable or answered nonsense, 5 another run of the pipeline is in progress, 130 interrupted.
+Exit codes: 0 ok, 1 unexpected failure, 2 configuration or command-line error, 3 credentials refused,
+4 a service that stayed unavailable or answered nonsense, 5 jobs set aside in ``jobs_rejected`` (only with
+``--fail-on-rejected``), 75 another run of the pipeline is in progress (try again later), 130 interrupted
+(Ctrl-C), 143 terminated (SIGTERM). Failures print one line (``-v``: the whole exception chain too).
 """
 
 from __future__ import annotations
@@ -9,76 +11,76 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import re
+import signal
 import sys
-import time
-from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from types import FrameType
+from typing import Any, NoReturn
 
-from avepoint_dynamics import AvePointError, ConfigError, avepoint_dynamics, check_connection
-from avepoint_dynamics.client import JobsPage
+from avepoint_dynamics import ConfigError, avepoint_dynamics, check_connection, check_service
 
 from .avepoint_pipeline import (
     DEFAULT_DATASET,
     DEFAULT_DUCKDB,
     DEFAULT_PIPELINE,
+    DEFAULT_PIPELINES_DIR,
     Target,
+    default_pipelines_dir,
     make_pipeline,
+    rejected_jobs,
     run_load,
+)
+from .console import LiveLine, Progress, configure_logging, plural
+from .failures import (
+    EXIT_OK,
+    EXIT_REJECTED,
+    Terminated,
+    UsageError,
+    chain_lines,
+    describe_failure,
 )
 from .report import DEFAULT_DAYS, DEFAULT_REPORT, ReportError, write_report
 from .views import DEFAULT_STALE_AFTER_HOURS
 
 logger = logging.getLogger("avepoint_dynamics.cli")
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_AUTH, EXIT_API = 0, 1, 2, 3, 4
+_ISO_8601 = re.compile(
+    r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?",
+    re.IGNORECASE,
+)
+ISO_EXAMPLES = "2026-11-01 or 2026-11-01T00:00:00Z"
 
 
-class Progress:
-    """Pages, jobs, rate and ETA: a live line on a terminal, a log line every few seconds elsewhere."""
+def iso_moment(flag: str, text: str) -> datetime:
+    """A command-line date or time, ISO-8601 only (a date is its midnight, no offset is UTC).
 
-    def __init__(
-        self, stream: TextIO, *, quiet: bool = False, interval_s: float | None = None
-    ) -> None:
-        self.stream = stream
-        self.quiet = quiet
-        self.live = stream.isatty()
-        self.interval_s = interval_s if interval_s is not None else (0.2 if self.live else 5.0)
-        self.pages = self.jobs = self.expected = 0
-        self.started = time.monotonic()
-        self._shown = 0.0
+    ``11/01/2026`` or ``Nov 1 2026`` are refused rather than guessed: one reads them as 1 November,
+    another as 11 January.
 
-    def __call__(self, page: JobsPage) -> None:
-        self.pages += 1
-        self.jobs += len(page.jobs)
-        if page.number == 1 and page.total:
-            self.expected += page.total
-        now = time.monotonic()
-        if not self.quiet and now - self._shown >= self.interval_s:
-            self._shown = now
-            self._show(now)
+    Raises:
+        UsageError: naming ``flag`` and the accepted form.
+    """
+    value = text.strip()
+    if not _ISO_8601.fullmatch(value):
+        raise UsageError(
+            f"{flag} {text!r} is not an ISO-8601 date or time; write it like {ISO_EXAMPLES}"
+        )
+    value = value.replace(",", ".")
+    value = re.sub(r"(\.\d{6})\d+", r"\1", value)  # beyond microseconds: truncated
+    value = re.sub(r"([+-]\d{2})(\d{2})$", r"\1:\2", value)  # +0200 -> +02:00
+    try:
+        moment = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+    except ValueError as error:
+        raise UsageError(f"{flag} {text!r} is not a valid date or time ({error})") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
-    def line(self, now: float | None = None) -> str:
-        elapsed = max((now or time.monotonic()) - self.started, 1e-6)
-        rate = self.jobs / elapsed
-        text = f"pages {self.pages:,} · jobs {self.jobs:,}"
-        if self.expected:
-            text += f" / {self.expected:,}"
-        text += f" · {rate:,.0f} jobs/s"
-        if self.expected and rate > 0 and self.jobs < self.expected:
-            text += f" · ETA {(self.expected - self.jobs) / rate:,.0f} s"
-        return text
 
-    def _show(self, now: float) -> None:
-        if self.live:
-            self.stream.write("\r\033[K" + self.line(now))
-            self.stream.flush()
-        else:
-            logger.info("progress: %s", self.line(now))
-
-    def close(self) -> None:
-        if self.live and not self.quiet and self.pages:
-            self.stream.write("\r\033[K" + self.line() + "\n")
-            self.stream.flush()
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _source_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -102,14 +104,17 @@ def _source_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _target(args: argparse.Namespace) -> Target:
+    destination = args.destination
+    memory = _none_or(getattr(args, "duckdb_memory_limit", None))
+    threads = _none_or(getattr(args, "duckdb_threads", None))
     return Target(
-        destination=args.destination,
-        dataset_name=args.dataset,
+        destination=destination,
+        dataset_name=getattr(args, "dataset", DEFAULT_DATASET),
         pipeline_name=args.pipeline_name,
         duckdb_path=args.duckdb_path,
-        pipelines_dir=args.pipelines_dir,
-        duckdb_memory_limit=_none_or(args.duckdb_memory_limit),
-        duckdb_threads=int(threads) if (threads := _none_or(args.duckdb_threads)) else None,
+        pipelines_dir=args.pipelines_dir or default_pipelines_dir(destination, args.duckdb_path),
+        duckdb_memory_limit=memory,
+        duckdb_threads=int(threads) if threads else None,
     )
 
 
@@ -117,15 +122,45 @@ def _none_or(value: str | None) -> str | None:
     return None if value is None or value.strip().lower() in ("", "none") else value.strip()
 
 
+# --------------------------------------------------------------------------- commands
 def cmd_load(args: argparse.Namespace) -> int:
+    if isinstance(getattr(args, "initial_start_time", None), str):
+        args.initial_start_time = iso_moment("--initial-start-time", args.initial_start_time)
     if getattr(args, "tenants", None):
         return _load_tenants(args)
-    progress = Progress(sys.stderr, quiet=args.quiet)
-    source = avepoint_dynamics(**_source_args(args), on_page=progress)
-    info = run_load(source, _target(args))
-    progress.close()
+    progress = Progress(args.live, quiet=args.quiet)
+    try:
+        source = avepoint_dynamics(**_source_args(args), on_page=progress)
+        info = run_load(source, _target(args))
+    finally:
+        progress.close()
+    rejected = rejected_jobs(info, getattr(args, "tenant", None))
     if not args.quiet:
-        print(_load_summary(info, progress))
+        packages = len(getattr(info, "loads_ids", []) or [])
+        print(
+            f"loaded {plural(progress.jobs, 'job')} from {plural(progress.pages, 'page')} into "
+            f"{info.destination_name}:{info.dataset_name} ({plural(packages, 'package')})"
+            + (f"; {plural(rejected, 'job')} set aside in jobs_rejected" if rejected else "")
+        )
+    return _rejected_outcome(rejected, args)
+
+
+def _rejected_outcome(rejected: int, args: argparse.Namespace, tenant: str = "") -> int:
+    """Warn about jobs set aside; with ``--fail-on-rejected`` they make the run fail."""
+    if not rejected:
+        return EXIT_OK
+    who = f"tenant {tenant}: " if tenant else ""
+    logger.warning(
+        "%s%s set aside in jobs_rejected (see its reason column); they are read again next run",
+        who,
+        plural(rejected, "job"),
+    )
+    if args.fail_on_rejected:
+        print(
+            f"error: {who}{plural(rejected, 'job')} set aside in jobs_rejected (--fail-on-rejected)",
+            file=sys.stderr,
+        )
+        return EXIT_REJECTED
     return EXIT_OK
 
 
@@ -134,41 +169,103 @@ def _load_tenants(args: argparse.Namespace) -> int:
     from .tenants import run_tenants
 
     tenants = [name.strip() for name in args.tenants.split(",") if name.strip()]
-    progress = Progress(sys.stderr, quiet=args.quiet)
+    progress = Progress(args.live, quiet=args.quiet)
     shared = {k: v for k, v in _source_args(args).items() if k != "tenant"}
-    results = run_tenants(tenants, _target(args), on_page=progress, **shared)
-    progress.close()
+    try:
+        results = run_tenants(tenants, _target(args), on_page=progress, **shared)
+    finally:
+        progress.close()
     worst = EXIT_OK
     for result in results:
         if result.ok:
+            rejected = rejected_jobs(result.load_info, result.tenant)
             if not args.quiet:
-                print(f"tenant {result.tenant}: ok")
+                aside = (
+                    f" ({plural(rejected, 'job')} set aside in jobs_rejected)" if rejected else ""
+                )
+                print(f"tenant {result.tenant}: ok{aside}")
+            worst = max(worst, _rejected_outcome(rejected, args, result.tenant))
             continue
         assert result.error is not None
         message, code = describe_failure(result.error)
         print(f"error: tenant {result.tenant}: {message}", file=sys.stderr)
+        if args.verbose:
+            for line in chain_lines(result.error):
+                print(f"  {line}", file=sys.stderr)
         worst = max(worst, code)
     return worst
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    # Without --to, the range ends at the service's time now (not this machine's): still bounded, so
-    # the cursor stays where the scheduled runs put it.
-    args.initial_start_time, args.end_time = args.from_, args.to or "now"
-    return cmd_load(args)
+    start = iso_moment("--from", args.from_)
+    if args.to:
+        end = iso_moment("--to", args.to)
+        if end <= start:
+            raise UsageError(
+                f"--from {_iso(start)} is not before --to {_iso(end)}: the range [--from, --to) "
+                "is empty"
+            )
+        args.initial_start_time, args.end_time = start, end
+        return cmd_load(args)
+    # Without --to, the range ends at the service's time now (not this machine's, which may be off):
+    # still bounded, so the cursor stays where the scheduled runs put it. A --from days ahead of this
+    # machine's clock is a typo whatever the clocks say: refused before any request.
+    local_now = datetime.now(UTC)
+    if start > local_now + timedelta(days=1):
+        raise UsageError(
+            f"--from {_iso(start)} is not before now ({_iso(local_now)}, --to's default): the range "
+            "[--from, --to) is empty"
+        )
+    args.initial_start_time, args.end_time = start, "now"
+    try:
+        return cmd_load(args)
+    except Exception as error:
+        cause = _config_error_of(error)
+        if cause is not None and cause.key == "initial_start_time":
+            raise UsageError(f"--from {cause.problem}") from None
+        raise
+
+
+def _config_error_of(error: BaseException) -> ConfigError | None:
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ConfigError):
+            return seen
+        seen = getattr(seen, "exception", None) or seen.__cause__ or seen.__context__
+    return None
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    if args.deep:
+        return _check_deep(args)
     result = check_connection(**_source_args(args))
     print(
         f"ok: token from {result['identity_url']}; the jobs API at {result['api_url']} "
-        f"({result['api_version']}) holds {result['total_jobs']} jobs; nothing was loaded"
+        f"({result['api_version']}) holds {plural(result['total_jobs'], 'job')}; nothing was loaded"
     )
     return EXIT_OK
 
 
+def _check_deep(args: argparse.Namespace) -> int:
+    """How the tenant's service reads requests: about 15 requests, nothing loaded."""
+    findings = check_service(**_source_args(args))
+    print(
+        f"the jobs API at {findings.base_url} ({findings.api_version}), checked at "
+        f"{findings.checked_at} (service time); nothing was loaded:"
+    )
+    for line in findings.lines():
+        print(f"  {line}")
+    if findings.window_selects not in (None, "start"):
+        print(
+            "  load reads this service its own way (see README, 'How the time window is read'); "
+            "it learns the same by itself on its first run"
+        )
+    return EXIT_OK
+
+
 def cmd_state(args: argparse.Namespace) -> int:
-    pipeline = make_pipeline(_target(args))
+    target = _target(args)
+    pipeline = make_pipeline(target)
     resources = pipeline.state.get("sources", {}).get("avepoint_dynamics", {}).get("resources", {})
     state = resources.get("jobs", {})
     tenant = getattr(args, "tenant", None)
@@ -179,7 +276,8 @@ def cmd_state(args: argparse.Namespace) -> int:
     newest_abandoned = sorted(abandoned.items(), key=lambda item: item[1])[-20:]
     report = {
         "pipeline": pipeline.pipeline_name,
-        "working_dir": pipeline.working_dir,
+        "pipelines_dir": target.pipelines_dir,
+        "state_file": os.path.join(pipeline.working_dir, "state.json"),
         "tenant": tenant,
         "cursor": state.get("cursor"),
         "service_time": state.get("service_time"),
@@ -199,19 +297,23 @@ def cmd_state(args: argparse.Namespace) -> int:
     }
     if tenant is None and state.get("tenants"):
         report["tenants"] = sorted(state["tenants"])
+    # How the service reads requests, as the first load learnt it (check --deep says the same).
+    service = pipeline.state.get("sources", {}).get("avepoint_dynamics", {}).get("service", {})
+    if len(service) == 1:
+        report["service"] = next(iter(service.values()))
+    elif service:
+        report["service"] = service
     print(json.dumps(report, indent=2))
     return EXIT_OK
 
 
 def cmd_reset(args: argparse.Namespace) -> int:
+    if not args.yes and not sys.stdin.isatty():
+        raise UsageError("reset: not on a terminal, so there is no one to ask: use --yes")
     pipeline = make_pipeline(_target(args))
     tenant = getattr(args, "tenant", None)
     what = f"tenant {tenant!r} of pipeline" if tenant else "pipeline"
     if not args.yes:
-        if not sys.stdin.isatty():
-            raise ConfigError(
-                "reset", "refusing to forget state without --yes when not on a terminal"
-            )
         answer = input(f"Forget the incremental state of {what} {pipeline.pipeline_name!r}? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing changed")
@@ -250,80 +352,176 @@ def cmd_report(args: argparse.Namespace) -> int:
             days=args.days,
         )
     except ReportError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_CONFIG
+        raise UsageError(str(error)) from error
     if not args.quiet:
         print(f"report written to {path.resolve()}")
     return EXIT_OK
 
 
-def _load_summary(info: Any, progress: Progress) -> str:
-    packages = len(getattr(info, "loads_ids", []) or [])
-    return (
-        f"loaded {progress.jobs:,} jobs from {progress.pages:,} pages into "
-        f"{info.destination_name}:{info.dataset_name} ({packages} package(s))"
-    )
+# --------------------------------------------------------------------------- the parser
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line naming the option (exit 2), like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ours = version("avepoint-dynamics-dlt")
+    except PackageNotFoundError:
+        ours = "unknown"
+    return f"%(prog)s {ours} (dlt {version('dlt')})"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="avepoint-dynamics",
         description="Load the job history of AvePoint Cloud Backup for Dynamics 365 with dlt.",
+        epilog="Exit codes: 0 ok, 1 unexpected, 2 configuration, 3 authentication, 4 API failure, "
+        "5 jobs rejected (--fail-on-rejected), 130 interrupted, 143 terminated (SIGTERM).",
     )
+    parser.add_argument("--version", action="version", version=_version())
     # -q / -v work before or after the command: `avepoint-dynamics -q load` and `... load -q`.
-    common = argparse.ArgumentParser(add_help=False)
+    quiet_help = "no progress or summary; only warnings and errors (default: off)"
+    verbose_help = "debug logging, and the whole exception chain of a failure (default: off)"
+    common = _Parser(add_help=False)
     common.add_argument(
-        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="errors only"
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=quiet_help
     )
     common.add_argument(
-        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging"
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose_help
     )
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress, errors only")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("-q", "--quiet", action="store_true", help=quiet_help)
+    parser.add_argument("-v", "--verbose", action="store_true", help=verbose_help)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def target_options(command: argparse.ArgumentParser) -> None:
+    def where_options(command: argparse.ArgumentParser) -> None:
+        """Which pipeline: its destination, name and working folder."""
         command.add_argument(
-            "--destination", default="duckdb", help="dlt destination (default duckdb)"
+            "--destination",
+            metavar="NAME",
+            default="duckdb",
+            help="a dlt destination name: duckdb, postgres, filesystem, ... (default: duckdb)",
         )
-        command.add_argument("--dataset", default=DEFAULT_DATASET, help="dataset / schema name")
-        command.add_argument("--pipeline-name", default=DEFAULT_PIPELINE)
-        command.add_argument("--duckdb-path", default=DEFAULT_DUCKDB, help="DuckDB file")
-        command.add_argument("--pipelines-dir", default=None, help="dlt working folder root")
+        command.add_argument(
+            "--duckdb-path",
+            metavar="FILE",
+            default=DEFAULT_DUCKDB,
+            help=f"the DuckDB file (default: {DEFAULT_DUCKDB})",
+        )
+        command.add_argument(
+            "--pipeline-name",
+            metavar="NAME",
+            default=DEFAULT_PIPELINE,
+            help=f"dlt pipeline name: its state and working folder (default: {DEFAULT_PIPELINE})",
+        )
+        command.add_argument(
+            "--pipelines-dir",
+            metavar="DIR",
+            default=None,
+            help="the pipeline's working folder root (default: beside the DuckDB file, FILE.dlt/; "
+            f"./{DEFAULT_PIPELINES_DIR}/ for other destinations)",
+        )
+
+    def dataset_option(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "--dataset",
+            metavar="NAME",
+            default=DEFAULT_DATASET,
+            help=f"dataset / schema name (default: {DEFAULT_DATASET})",
+        )
+
+    def loading_options(command: argparse.ArgumentParser) -> None:
         command.add_argument(
             "--duckdb-memory-limit",
+            metavar="SIZE",
             default="40MB",
-            help="DuckDB memory_limit while loading (default 40MB; 'none' for DuckDB's own)",
+            help="DuckDB memory_limit while loading; 'none' for DuckDB's own (default: 40MB)",
         )
         command.add_argument(
-            "--duckdb-threads", default="1", help="DuckDB threads while loading (default 1; 'none')"
+            "--duckdb-threads",
+            metavar="N",
+            default="1",
+            help="DuckDB threads while loading; 'none' for DuckDB's own (default: 1)",
+        )
+        command.add_argument(
+            "--fail-on-rejected",
+            action="store_true",
+            help="exit 5 when jobs were set aside in jobs_rejected (default: exit 0 and warn)",
         )
 
-    def source_options(command: argparse.ArgumentParser) -> None:
-        command.add_argument("--region")
-        command.add_argument("--base-url")
-        command.add_argument("--api-version", choices=["v1", "v2"])
-        command.add_argument("--page-size", type=int)
+    def api_options(command: argparse.ArgumentParser) -> None:
+        """What to ask which API; each overrides [sources.avepoint_dynamics] in dlt config."""
+        config = "default: dlt config"
         command.add_argument(
-            "--job-type", help="0 all, 1 backup, 2 restore, 4, 8, 16, 32, or a name"
+            "--region",
+            help=f"AvePoint data center: us, we, ne, uk, au, jp, ..., gov, fedramp ({config})",
         )
-        command.add_argument("--status", help="2 in progress, 3 finished, 4 failed, 7, or a name")
-        command.add_argument("--organization-id")
-        command.add_argument("--object-type")
-        command.add_argument("--max-concurrency", type=int)
-        command.add_argument("--ca-bundle")
-        command.add_argument("--tenant", help="name for a tenant column in every row")
+        command.add_argument(
+            "--base-url", metavar="URL", help=f"API root URL ({config}, else region's)"
+        )
+        command.add_argument(
+            "--api-version", choices=["v1", "v2"], help=f"jobs API generation ({config}, else v1)"
+        )
+        command.add_argument(
+            "--job-type",
+            metavar="TYPE",
+            help=f"0 all, 1 backup, 2 restore, 4, 8, 16, 32, or a name ({config}, else all)",
+        )
+        command.add_argument(
+            "--status",
+            help=f"2 in progress, 3 finished, 4 failed, 7, or a name ({config}, else all)",
+        )
+        command.add_argument(
+            "--organization-id", metavar="GUID", help=f"one organization ({config}, else all)"
+        )
+        command.add_argument(
+            "--object-type", metavar="TYPE", help=f"1 CE, 2 Unified Operations ({config}, else all)"
+        )
+        command.add_argument(
+            "--ca-bundle", metavar="FILE", help=f"CA file to trust ({config}, else the system's)"
+        )
+
+    def reading_options(command: argparse.ArgumentParser) -> None:
+        config = "default: dlt config"
+        command.add_argument(
+            "--page-size", type=int, metavar="N", help=f"jobs per request ({config}, else 100)"
+        )
+        command.add_argument(
+            "--max-concurrency",
+            type=int,
+            metavar="N",
+            help=f"requests in flight ({config}, else 8)",
+        )
+        command.add_argument(
+            "--tenant",
+            metavar="NAME",
+            help=f"a value for a tenant column in every row ({config}, else no column)",
+        )
         command.add_argument(
             "--tenants",
-            help="several tenants, comma-separated; each reads [sources.avepoint_dynamics_<name>]",
+            metavar="A,B",
+            help="several tenants, comma-separated; each reads [sources.avepoint_dynamics_<name>] "
+            "(default: one tenant, [sources.avepoint_dynamics])",
         )
 
     load = commands.add_parser(
         "load", parents=[common], help="incremental load (the scheduled job)"
     )
-    target_options(load)
-    source_options(load)
-    load.add_argument("--initial-start-time", help="where the very first load starts (ISO-8601)")
+    where_options(load)
+    dataset_option(load)
+    loading_options(load)
+    api_options(load)
+    reading_options(load)
+    load.add_argument(
+        "--initial-start-time",
+        metavar="DATE",
+        help=f"where the very first load starts, ISO-8601 like {ISO_EXAMPLES} "
+        "(default: dlt config, else all history)",
+    )
     load.set_defaults(func=cmd_load, end_time=None)
 
     backfill = commands.add_parser(
@@ -331,33 +529,57 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="load a bounded range; the incremental state is untouched",
     )
-    target_options(backfill)
-    source_options(backfill)
-    backfill.add_argument("--from", dest="from_", required=True, help="start (ISO-8601, inclusive)")
-    backfill.add_argument("--to", help="end (ISO-8601, exclusive; default: now)")
+    where_options(backfill)
+    dataset_option(backfill)
+    loading_options(backfill)
+    api_options(backfill)
+    reading_options(backfill)
+    backfill.add_argument(
+        "--from",
+        dest="from_",
+        metavar="DATE",
+        required=True,
+        help=f"start, inclusive, ISO-8601 like {ISO_EXAMPLES} (required)",
+    )
+    backfill.add_argument("--to", metavar="DATE", help="end, exclusive, ISO-8601 (default: now)")
     backfill.set_defaults(func=cmd_backfill)
 
     check = commands.add_parser(
         "check", parents=[common], help="prove credentials and API work; loads nothing"
     )
-    source_options(check)
+    api_options(check)
+    check.add_argument(
+        "--deep",
+        action="store_true",
+        help="also learn how the service reads requests: its time window, bounds, order, page "
+        "sizes, fields (about 15 requests; default: a token and one job)",
+    )
     check.set_defaults(func=cmd_check, initial_start_time=None, end_time=None)
 
     state = commands.add_parser(
         "state",
         parents=[common],
-        help="show the cursor, the followed (open, set-aside) and the abandoned jobs",
+        help="show the cursor, the followed (open, set-aside) and abandoned jobs, where the state lives",
     )
-    target_options(state)
-    state.add_argument("--tenant", help="the state of this tenant (load --tenant / --tenants)")
+    where_options(state)
+    state.add_argument(
+        "--tenant", help="the state of this tenant (load --tenant / --tenants; default: none)"
+    )
     state.set_defaults(func=cmd_state)
 
     reset = commands.add_parser(
         "reset", parents=[common], help="forget the incremental state (asks first)"
     )
-    target_options(reset)
-    reset.add_argument("--tenant", help="forget only this tenant's state")
-    reset.add_argument("--yes", action="store_true", help="do not ask")
+    where_options(reset)
+    dataset_option(reset)
+    reset.add_argument(
+        "--tenant", help="forget only this tenant's state (default: the whole pipeline's)"
+    )
+    reset.add_argument(
+        "--yes",
+        action="store_true",
+        help="do not ask (default: ask on a terminal, refuse elsewhere)",
+    )
     reset.set_defaults(func=cmd_reset)
 
     report = commands.add_parser(
@@ -365,102 +587,103 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="write a self-contained HTML report of the analyst views (DuckDB)",
     )
-    report.add_argument("--duckdb-path", default=DEFAULT_DUCKDB, help="DuckDB file")
-    report.add_argument("--dataset", default=DEFAULT_DATASET, help="dataset / schema name")
-    report.add_argument("--output", default=DEFAULT_REPORT, help="HTML file to write")
+    report.add_argument(
+        "--duckdb-path",
+        metavar="FILE",
+        default=DEFAULT_DUCKDB,
+        help=f"the DuckDB file (default: {DEFAULT_DUCKDB})",
+    )
+    dataset_option(report)
+    report.add_argument(
+        "--output",
+        metavar="FILE",
+        default=DEFAULT_REPORT,
+        help=f"HTML file to write (default: {DEFAULT_REPORT})",
+    )
     report.add_argument(
         "--stale-hours",
+        metavar="HOURS",
         type=float,
         default=None,
         help=f"a backup older than this is stale (default: the views', {DEFAULT_STALE_AFTER_HOURS:g})",
     )
-    report.add_argument("--days", type=int, default=DEFAULT_DAYS, help="days in the outcomes chart")
+    report.add_argument(
+        "--days",
+        type=int,
+        default=DEFAULT_DAYS,
+        help=f"days in the outcomes chart (default: {DEFAULT_DAYS})",
+    )
     report.set_defaults(func=cmd_report)
 
     demo = commands.add_parser(
         "demo", parents=[common], help="simulator + real pipeline + DuckDB file + summary"
     )
-    demo.add_argument("--jobs", type=int, default=20_000)
-    demo.add_argument("--seed", type=int, default=42)
-    demo.add_argument("--latency-ms", type=int, default=5)
-    demo.add_argument("--duckdb-path", default="avepoint_demo.duckdb")
+    demo.add_argument(
+        "--jobs", type=int, default=20_000, help="jobs in the simulated history (default: 20000)"
+    )
+    demo.add_argument("--seed", type=int, default=42, help="seed of the history (default: 42)")
+    demo.add_argument(
+        "--latency-ms",
+        type=int,
+        default=5,
+        help="latency the simulator adds to each request (default: 5)",
+    )
+    demo.add_argument(
+        "--duckdb-path",
+        metavar="FILE",
+        default="avepoint_demo.duckdb",
+        help="the DuckDB file, replaced if it exists (default: avepoint_demo.duckdb)",
+    )
     demo.set_defaults(func=cmd_demo)
     return parser
 
 
+# --------------------------------------------------------------------------- running
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``avepoint-dynamics`` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else (logging.WARNING if args.quiet else logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if not args.verbose:
-        logging.getLogger("dlt").setLevel(logging.WARNING)
-    return run_command(args.func, args)
+    args.live = LiveLine(sys.stderr)
+    configure_logging(args.live, quiet=args.quiet, verbose=args.verbose)
+    with _sigterm_interrupts():
+        return run_command(args.func, args)
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (a scheduler or container stopping us) ends the run the way Ctrl-C does.
+
+    The handler raises :class:`Terminated` (a ``KeyboardInterrupt``) in the main thread, where dlt runs
+    its steps: dlt stops the step and commits nothing of it, and the next run finishes or redoes it.
+    A second SIGTERM while we wind down kills at once (the default action).
+    """
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread (the CLI called from a test or another program)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """Run a command; turn any failure into one line on stderr and a distinct exit code."""
     try:
         return func(args)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Exception as error:
+    except (Exception, KeyboardInterrupt) as error:
         message, code = describe_failure(error)
-        print(f"error: {message}", file=sys.stderr)
+        prefix = "" if code >= 128 else "error: "  # an interruption is not an error
+        print(f"{prefix}{message}", file=sys.stderr)
+        if getattr(args, "verbose", False):
+            for line in chain_lines(error):
+                print(f"  {line}", file=sys.stderr)
         return code
-
-
-def describe_failure(error: BaseException) -> tuple[str, int]:
-    """One line and an exit code for any failure, looking under dlt's wrappers for the real cause."""
-    from dlt.common.configuration.exceptions import (
-        ConfigFieldMissingException,
-        ConfigurationValueError,
-        ConfigValueCannotBeCoercedException,
-    )
-
-    for cause in _causes(error):
-        if isinstance(cause, AvePointError):
-            return str(cause), cause.exit_code
-        if isinstance(cause, ConfigFieldMissingException):
-            return _missing_config(list(cause.fields)), EXIT_CONFIG
-        if isinstance(cause, ConfigValueCannotBeCoercedException):
-            return (
-                f"configuration value {cause.field_name} cannot be read as {cause.hint}",
-                EXIT_CONFIG,
-            )
-        if isinstance(cause, ConfigurationValueError):
-            return f"configuration error: {_first_line(cause)}", EXIT_CONFIG
-    return f"{type(error).__name__}: {_first_line(error)}", EXIT_FAILED
-
-
-def _missing_config(fields: list[str]) -> str:
-    """Where a missing value goes, as a user writes it."""
-    if "credentials" in fields:
-        return (
-            "missing credentials: set sources.avepoint_dynamics.credentials.client_id and one of "
-            "client_secret, private_key + certificate, or pfx_path + pfx_password in .dlt/secrets.toml "
-            "(or SOURCES__AVEPOINT_DYNAMICS__CREDENTIALS__CLIENT_ID, ..._CLIENT_SECRET env vars)"
-        )
-    keys = ", ".join(f"sources.avepoint_dynamics.{field}" for field in fields)
-    return f"missing configuration {keys}: set it in .dlt/config.toml or .dlt/secrets.toml"
-
-
-def _causes(error: BaseException) -> list[BaseException]:
-    chain: list[BaseException] = []
-    seen: BaseException | None = error
-    while seen is not None and seen not in chain:
-        chain.append(seen)
-        seen = getattr(seen, "exception", None) or seen.__cause__ or seen.__context__
-    return chain
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line for line in str(error).splitlines() if line.strip()]
-    return lines[0].strip() if lines else type(error).__name__
 
 
 if __name__ == "__main__":

@@ -21,8 +21,10 @@ destination still holds the state of the last complete load, and the next run re
 
 # No `from __future__ import annotations`: Dagster checks the asset function's `context` annotation
 # against its classes at definition time, and a string annotation fails that check.
+import logging
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
@@ -55,6 +57,46 @@ def target_from_env() -> Target:
     )
 
 
+#: The connector's loggers (``avepoint_dynamics``, ``avepoint_dynamics.paging``, ...).
+CONNECTOR_LOGGER = "avepoint_dynamics"
+
+
+class _ToDagsterLog(logging.Handler):
+    """Hands each record to Dagster's run log (``context.log``): the UI, the event log, the console."""
+
+    def __init__(self, log: logging.Logger) -> None:
+        super().__init__()
+        self.log = log
+        self.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.log.log(record.levelno, self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
+@contextmanager
+def connector_logs_to(log: logging.Logger, level: int = logging.INFO) -> Iterator[None]:
+    """While the block runs, the connector's log records (at ``level`` and above) go to ``log``.
+
+    Dagster captures only its own loggers unless ``python_logs.managed_python_loggers`` is set in
+    ``dagster.yaml``; the connector's lines ("read N jobs in P pages ...") would be lost otherwise.
+    """
+    connector = logging.getLogger(CONNECTOR_LOGGER)
+    handler = _ToDagsterLog(log)
+    handler.setLevel(level)
+    previous = connector.level
+    if connector.getEffectiveLevel() > level:
+        connector.setLevel(level)
+    connector.addHandler(handler)
+    try:
+        yield
+    finally:
+        connector.removeHandler(handler)
+        connector.setLevel(previous)
+
+
 def build_definitions(target: Target | None = None, source: Any = None) -> dg.Definitions:
     """The asset for the ``jobs`` resource, its daily job and schedule, and the dlt resource.
 
@@ -77,7 +119,8 @@ def build_definitions(target: Target | None = None, source: Any = None) -> dg.De
         group_name="avepoint",
     )
     def avepoint_jobs(context: dg.AssetExecutionContext, dlt: DagsterDltResource) -> Iterator[Any]:
-        yield from dlt.run(context=context, loader_file_format=load_file_format(target))
+        with connector_logs_to(context.log):
+            yield from dlt.run(context=context, loader_file_format=load_file_format(target))
         # as after every load (run_load): the analyst views follow the table; never fail the run
         refresh_views_after_load(pipeline)
 

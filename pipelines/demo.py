@@ -7,12 +7,17 @@ import os
 import shutil
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
 from avepoint_dynamics import AvePointCredentials, avepoint_dynamics
 
-from .avepoint_pipeline import Target, run_load
+from .avepoint_pipeline import Target, default_pipelines_dir, run_load
+
+#: The demo's night: how long it lasts and how many jobs run in it.
+NIGHT_HOURS = 10
+NIGHT_JOBS = 120
 
 SQL_TO_TRY = """SELECT organization_name,
        max(finish_time) FILTER (WHERE type_name = 'backup' AND status_name = 'finished') AS last_good_backup,
@@ -35,7 +40,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from avepoint_simulator import Simulator
 
     duckdb_path = os.path.abspath(args.duckdb_path)
-    workdir = duckdb_path + ".dlt"
+    workdir = default_pipelines_dir("duckdb", duckdb_path)
     for leftover in (duckdb_path, duckdb_path + ".wal", workdir):
         if os.path.isdir(leftover):
             shutil.rmtree(leftover)
@@ -44,18 +49,20 @@ def run_demo(args: argparse.Namespace) -> int:
     target = Target(duckdb_path=duckdb_path, pipeline_name="avepoint_demo", pipelines_dir=workdir)
 
     print(f"starting the AvePoint simulator with {args.jobs:,} jobs (seed {args.seed}) ...")
-    with Simulator(jobs=args.jobs, seed=args.seed, latency_ms=args.latency_ms) as sim:
+    # The history ends a night ago; the night's jobs arrive between then and now (see below).
+    evening = datetime.now(UTC) - timedelta(hours=NIGHT_HOURS)
+    with Simulator(jobs=args.jobs, seed=args.seed, latency_ms=args.latency_ms, now=evening) as sim:
         credentials = AvePointCredentials()
         credentials.client_id = sim.client_id
         credentials.client_secret = sim.client_secret
         credentials.identity_url = sim.identity_url
 
-        def source() -> Any:
+        def source(lookback_minutes: int = 0) -> Any:
             return avepoint_dynamics(
                 credentials=credentials,
                 base_url=sim.base_url,
                 ca_bundle=sim.ca_file,
-                lookback_minutes=0,
+                lookback_minutes=lookback_minutes,
             )
 
         print(f"simulator at {sim.base_url}; first load (the whole history) ...")
@@ -65,16 +72,21 @@ def run_demo(args: argparse.Namespace) -> int:
         first_requests = sim.stats()["jobs_requests"]
         print(f"  {args.jobs:,} jobs in {first_s:.1f} s, {first_requests} page requests")
 
-        print("a night passes: 120 new jobs arrive, every running job finishes; second load ...")
+        print(
+            f"a night passes: {NIGHT_JOBS} new jobs ran over the last {NIGHT_HOURS} hours, every "
+            "running job finished; second load ..."
+        )
         running = sum(1 for job in sim.world.ground_truth() if job["status"] == 2)
         sim.world.finish_running()
-        sim.world.add_jobs(120, running=4)
+        sim.world.add_jobs(NIGHT_JOBS, running=4, spread_hours=NIGHT_HOURS)
         sim.reset_stats()
         started = time.monotonic()
-        run_load(source(), target)
+        # The night's jobs were added after the first load but start before it (a simulated night):
+        # this load looks back over the night, as a scheduled run's lookback does for late jobs.
+        run_load(source(lookback_minutes=NIGHT_HOURS * 60 + 10), target)
         print(
-            f"  incremental: {time.monotonic() - started:.1f} s, {sim.stats()['jobs_requests']} page "
-            f"requests; 120 new jobs, {running} jobs updated to their final state"
+            f"  incremental (looking back over the night): {time.monotonic() - started:.1f} s, {sim.stats()['jobs_requests']} page "
+            f"requests; {NIGHT_JOBS} new jobs, {running} jobs updated to their final state"
         )
         truth = len(sim.world.ground_truth())
 

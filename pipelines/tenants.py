@@ -95,7 +95,8 @@ def _run_each(
             source = tenant_source(tenant, **source_args)
             result.load_info = pipeline.run(source, loader_file_format=load_file_format(target))
         except Exception as error:  # reported per tenant; the others go on
-            logger.error("tenant %s failed: %s", tenant, error)
+            # The caller reports it (the CLI in one line per tenant); dlt's lookup trace is long.
+            logger.debug("tenant %s failed: %s: %s", tenant, type(error).__name__, error)
             result.error = error
             # A package the failed run left behind would swallow the next tenant's run (dlt loads it
             # and returns without extracting). Its state went with it: the tenant re-reads next time.

@@ -61,7 +61,6 @@ class WorldPages:
         self.clock = ServiceClock()
         self.requests_sent = 0
         self.start_exclusive = False
-        self.end_inclusive = False
         self._selects = selects
         self._window = window
         self.windows: list[tuple[Window, int]] = []
@@ -76,8 +75,6 @@ class WorldPages:
         start, end = window.start, window.end
         if start is not None and self.start_exclusive:  # what the connector sends
             start -= timedelta(microseconds=1)
-        if end is not None and self.end_inclusive:
-            end -= timedelta(microseconds=1)
         low, high = _ticks(start), _ticks(end)
         if self._window == "inclusive" and high is not None:  # what the service does with it
             high += 1

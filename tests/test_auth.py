@@ -259,7 +259,7 @@ def test_check_command_exit_codes(sim: Simulator, tmp_path: Path) -> None:
     env = config_env(sim)
     ok = _cli(["check"], env, tmp_path)
     assert ok.returncode == 0, ok.stderr
-    assert f"holds {len(sim.world.ground_truth())} jobs" in ok.stdout
+    assert f"holds {len(sim.world.ground_truth()):,} jobs" in ok.stdout
 
     bad = _cli(
         ["check"],
@@ -269,7 +269,8 @@ def test_check_command_exit_codes(sim: Simulator, tmp_path: Path) -> None:
     assert bad.returncode == 3
     assert bad.stderr.strip().splitlines()[-1].startswith("error: the identity service rejected")
 
-    config = _cli(["check", "--page-size", "500"], env, tmp_path)
+    # check reads one job, so it offers no --page-size; a bad value in config still fails it
+    config = _cli(["check"], {**env, "SOURCES__AVEPOINT_DYNAMICS__PAGE_SIZE": "500"}, tmp_path)
     assert config.returncode == 2 and "page_size" in config.stderr
 
     down = _cli(

@@ -22,10 +22,10 @@ from typing import Any, NoReturn
 import duckdb
 import pytest
 from avepoint_dynamics import avepoint_dynamics
-from avepoint_pipelines.avepoint_pipeline import Target, run_load
+from avepoint_pipelines.avepoint_pipeline import Target, make_pipeline, run_load
 from avepoint_simulator import Simulator
 
-from .conftest import credentials_for
+from .conftest import Loader, credentials_for
 from .expected import COLUMN_OF, assert_rows_equal
 
 DESTINATIONS = ["duckdb", "filesystem", "postgres"]
@@ -342,3 +342,20 @@ def test_all_three_destinations_hold_the_same_typed_rows(
     )
     assert types["filesystem"]["total_record"] == "int64"
     assert types["postgres"]["duration_hours"] == "double precision"
+
+
+def test_dlt_dataset_reads_the_loaded_jobs(loader: Loader) -> None:
+    """dlt's own data access works in our install (sqlglot >= 30.22 broke ``pipeline.dataset()``)."""
+    loader.load()
+    pipeline = make_pipeline(loader.target())
+
+    # fetchall(), not .df() (pandas is not a dependency) nor .arrow() (dlt 1.31 calls DuckDB's
+    # fetch_arrow_table, which duckdb 2 removed)
+    jobs = pipeline.dataset()["jobs"].select("job_id", "status").fetchall()
+    failed = pipeline.dataset()("SELECT count(*) AS n FROM jobs WHERE status = 4").fetchall()
+
+    assert len(jobs) == 3_000
+    assert {job_id for job_id, _ in jobs} == {
+        job["jobId"] for job in loader.sim.world.ground_truth()
+    }
+    assert failed[0][0] == sum(job["status"] == 4 for job in loader.sim.world.ground_truth())

@@ -107,15 +107,24 @@ def test_dagster_second_materialization_is_incremental_with_state_from_the_desti
 
     monkeypatch.setattr(Pipeline, "drop", recorded_drop)
 
-    def materialize() -> None:
+    instance = dg.DagsterInstance.ephemeral()
+
+    def materialize() -> list[str]:
+        """One run; the messages of its event log."""
         # Each scheduled run loads the code location anew: so do we.
         defs = dagster_defs.defs()
         assert defs.assets is not None and defs.resources is not None
-        result = dg.materialize(list(defs.assets), resources=defs.resources)
+        result = dg.materialize(list(defs.assets), resources=defs.resources, instance=instance)
         assert result.success
         assert result.asset_materializations_for_node("avepoint_dynamics")
+        return [entry.user_message for entry in instance.all_logs(result.run_id)]
 
-    materialize()
+    logged = materialize()
+
+    # the connector's own log lines reach Dagster's run log
+    assert any(m.startswith("avepoint_dynamics: read 3000 jobs in 30 pages") for m in logged), (
+        logged
+    )
 
     full = jobs_requests(sim)
     assert_rows_equal(loader.rows(), sim.world.ground_truth())

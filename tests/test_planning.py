@@ -143,16 +143,19 @@ def test_each_tenant_keeps_its_own_state() -> None:
 
 
 def test_jobs_followed_too_long_are_abandoned_by_the_services_time() -> None:
+    day = 86_400
     state = FollowState(
         service_time=at(0),
-        open_jobs={"old": at(-31 * 86_400), "young": at(-29 * 86_400)},
-        rejected_jobs={"bad": at(-40 * 86_400)},
+        open_jobs={"old": at(-31 * day), "young": at(-29 * day)},
+        # set aside: by when it was first set aside, not by when it started
+        rejected_jobs={"bad": at(-400 * day), "fresh-bad": at(-400 * day)},
+        rejected_since={"bad": at(-31 * day), "fresh-bad": at(-1 * day)},
     )
 
     gone = state.abandon_old(timedelta(days=30))
 
     assert sorted(gone) == ["bad", "old"]
-    assert set(state.open_jobs) == {"young"} and not state.rejected_jobs
+    assert set(state.open_jobs) == {"young"} and set(state.rejected_jobs) == {"fresh-bad"}
     assert set(state.abandoned_jobs) == {"bad", "old"} and state.abandoned_count == 2
 
 

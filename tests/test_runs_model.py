@@ -1,7 +1,7 @@
 """Unit tier, property-based: any sequence of nights ends with the table equal to what the API returns.
 
 Each example is a history (the simulator's own job store, in-process, its clock minutes or hours off this
-machine's), a filter, and a sequence of steps:
+machine's, its time window selecting by start, by overlap or by finish), a filter, and a sequence of steps:
 jobs arrive (some still running), running jobs finish (with any final status), scheduled runs load. After
 every run the table must hold exactly the jobs the API returns for the same filters, field by field: no
 job lost at a window's edge, none duplicated, each in its latest state. The real transport, the real
@@ -58,6 +58,14 @@ def _matches(job: dict[str, Any], filters: dict[str, Any]) -> bool:
     steps=st.lists(STEP, min_size=1, max_size=8),
     page_size=st.sampled_from([3, 10, 50]),
     clock_offset_s=st.sampled_from([-7_200.0, -300.0, 0.0, 300.0, 7_200.0]),
+    reading=st.sampled_from(
+        [
+            ("start", "half_open"),
+            ("start", "inclusive"),
+            ("overlap", "half_open"),
+            ("finish", "half_open"),
+        ]
+    ),
 )
 def test_any_sequence_of_nights_ends_with_the_table_equal_to_the_api(
     seed: int,
@@ -65,6 +73,7 @@ def test_any_sequence_of_nights_ends_with_the_table_equal_to_the_api(
     steps: list[tuple[str, Any, Any]],
     page_size: int,
     clock_offset_s: float,
+    reading: tuple[str, str],
 ) -> None:
     # The service's clock runs minutes or hours off this machine's: it must not matter.
     world = make_world(jobs=120, seed=seed, running=8, offset_s=clock_offset_s)
@@ -72,7 +81,13 @@ def test_any_sequence_of_nights_ends_with_the_table_equal_to_the_api(
     state: dict[str, Any] = {}
     destination = Destination()
 
-    run_once(world, state, destination, page_size=page_size, **filters)
+    selects, window = reading  # what the service's time window selects, and how it reads its end
+    run_once(
+        world, state, destination, selects=selects, window=window, page_size=page_size, **filters
+    )
+    assert state["service"], "the first run learns how the service reads its window"
+    learnt = next(iter(state["service"].values()))
+    assert learnt["window_selects"] in (selects, None)
     for action, amount, detail in [*steps, ("run", 0, 0)]:
         if action == "arrive":
             world.add_jobs(amount, running=min(detail, amount))
@@ -82,7 +97,15 @@ def test_any_sequence_of_nights_ends_with_the_table_equal_to_the_api(
             if chosen:
                 world.finish_running(chosen, status=detail)
         else:
-            run_once(world, state, destination, page_size=page_size, **filters)
+            run_once(
+                world,
+                state,
+                destination,
+                selects=selects,
+                window=window,
+                page_size=page_size,
+                **filters,
+            )
             truth = [job for job in world.ground_truth() if _matches(job, filters)]
             assert_rows_equal(destination.jobs.rows, truth)
 

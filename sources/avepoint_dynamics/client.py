@@ -126,9 +126,8 @@ class JobsClient:
         self.requests_sent = 0
         #: The jobs API's clock, read from the ``Date`` of its answers: a run's windows end by it.
         self.clock = ServiceClock()
-        #: How the service reads the window's bounds, when known (``check --deep``).
+        #: The service excludes the window's start bound (``check --deep``).
         self.start_exclusive = False
-        self.end_inclusive = False
         self._contact = HostContact()
         self._count_lock = threading.Lock()
         self._url = query.base_url + API_PATHS[query.api_version]
@@ -233,8 +232,10 @@ class JobsClient:
     def _page_request(self, window: Window, number: int, size: int) -> tuple[str, dict[str, Any]]:
         """v1 POSTs a JSON body; v2 GETs the same filters as a query, its window end named finishTime.
 
-        Windows are half-open ``[start, end)``; a service known (``check --deep``) to read its bounds
-        otherwise gets them moved by a microsecond, so that it selects exactly that.
+        Windows are half-open ``[start, end)``. A service known (``check --deep``) to exclude its start
+        bound gets a start one microsecond earlier: a job at exactly ``start`` must not fall between two
+        windows. Whatever a bound lets in twice (an inclusive end, that microsecond) is a job outside
+        the window it was asked for, left to the window it belongs to (``rows``).
         """
         bounds: dict[str, Any] = {}
         if window.start is not None:
@@ -245,8 +246,7 @@ class JobsClient:
             filters["status"] = window.status
         end_name = "endTime" if self.query.api_version == "v1" else "finishTime"
         if window.end is not None:
-            end = window.end - _MICROSECOND if self.end_inclusive else window.end
-            bounds[end_name] = format_api_time(end)
+            bounds[end_name] = format_api_time(window.end)
         if self.query.api_version == "v1":
             page_info = {"currentPage": number, "pageSize": size}
             return "POST", {"json": {"pageInfo": page_info, **filters, **bounds}}

@@ -9,6 +9,7 @@ atomically with the load package)::
      "open_jobs": {"DCIB2026...": "2026-11-29T07:58:12.345000Z"},      # not final yet: read again
      "open_fingerprints": {"DCIB2026...": "9f86d081884c7d65"},        # as last loaded
      "rejected_jobs": {"DCIB2026...": "2026-11-28T02:00:00.000000Z"},  # set aside: read again
+     "rejected_since": {"DCIB2026...": "2026-11-29T08:00:00.000000Z"}, # first set aside (service time)
      "rejected_windows": {"?a1b2...": ["2026-11-28T00:00:00.000000Z", "2026-11-29T00:00:00.000000Z"]},
      "abandoned_jobs": {"DCIB2025...": "2025-10-01T02:00:00.000000Z"}, "abandoned_count": 1}
 
@@ -64,6 +65,8 @@ class FollowState:
     fingerprints: dict[str, str] = field(default_factory=dict)
     """The content of each open job as last loaded: read again unchanged, it is not loaded again."""
     rejected_jobs: dict[str, datetime] = field(default_factory=dict)
+    rejected_since: dict[str, datetime] = field(default_factory=dict)
+    """When each set-aside job was first set aside (service time): followed that long at most."""
     rejected_windows: dict[str, Window] = field(default_factory=dict)
     abandoned_jobs: dict[str, datetime] = field(default_factory=dict)
     abandoned_count: int = 0
@@ -91,6 +94,7 @@ class FollowState:
             open_jobs=open_jobs,
             fingerprints=prints,
             rejected_jobs=_times(state.get("rejected_jobs")),
+            rejected_since=_times(state.get("rejected_since")),
             rejected_windows=windows,
             abandoned_jobs=_times(state.get("abandoned_jobs")),
             abandoned_count=int(state.get("abandoned_count") or 0),
@@ -108,6 +112,10 @@ class FollowState:
             key: value for key, value in sorted(self.fingerprints.items()) if key in self.open_jobs
         }
         state["rejected_jobs"] = _iso(self.rejected_jobs)
+        followed_keys = self.rejected_jobs.keys() | self.rejected_windows.keys()
+        state["rejected_since"] = _iso(
+            {key: moment for key, moment in self.rejected_since.items() if key in followed_keys}
+        )
         state["rejected_windows"] = {
             key: [format_api_time(w.start) if w.start else None, format_api_time(w.end)]
             for key, w in sorted(self.rejected_windows.items())
@@ -122,24 +130,30 @@ class FollowState:
         return {**self.rejected_jobs, **self.open_jobs}
 
     def abandon_old(self, max_age: Any) -> list[str]:
-        """Stop following jobs that started more than ``max_age`` before the last run's service time.
+        """Stop following what has been followed too long, by the last run's service time.
+
+        An open job: ``max_age`` after it started (a job that never reaches a final status). A set-aside
+        job: ``max_age`` after it was first set aside (a history loaded today may hold old bad jobs).
 
         Returns:
-            The ids abandoned now (each is warned about once, here).
+            The keys abandoned now (each is warned about once, here).
         """
         if self.service_time is None:
             return []
         limit = self.service_time - max_age
-        gone = [job_id for job_id, start in self.followed().items() if start < limit]
+        gone = [job_id for job_id, start in self.open_jobs.items() if start < limit]
         for job_id in gone:
-            start = self.open_jobs.pop(job_id, None) or self.rejected_jobs.pop(job_id)
-            self.abandoned_jobs[job_id] = start
-            self.abandoned_count += 1
-        for key, window in list(self.rejected_windows.items()):
-            if window.end is not None and window.end < limit:
-                del self.rejected_windows[key]
-                self.abandoned_count += 1
+            self.abandoned_jobs[job_id] = self.open_jobs.pop(job_id)
+        for key in list(self.rejected_jobs.keys() | self.rejected_windows.keys()):
+            since = self.rejected_since.get(key)
+            if since is not None and since < limit:
+                start = self.rejected_jobs.pop(key, None)
+                window = self.rejected_windows.pop(key, None)
+                moment = start or (window.start if window is not None else None)
+                if moment is not None:
+                    self.abandoned_jobs[key] = moment
                 gone.append(key)
+        self.abandoned_count += len(gone)
         return gone
 
 
@@ -231,6 +245,7 @@ class RunTracker:
             filters=filters if (self.filters_match or before.filters is None) else before.filters,
             abandoned_jobs=dict(before.abandoned_jobs),
             abandoned_count=before.abandoned_count,
+            rejected_since=dict(before.rejected_since),
         )
         if not self.filters_match and before.filters is not None and cursor is None:
             # A backfill under other filters neither resolves nor adds followed jobs.
@@ -258,6 +273,7 @@ class RunTracker:
                 state.rejected_windows[key] = window
         for key, moment in self.rejected_now.items():
             state.open_jobs.pop(key, None)
+            state.rejected_since.setdefault(key, service_time)
             if moment is not None:
                 state.rejected_jobs[key] = moment
             else:

@@ -73,7 +73,6 @@ class PageSource(Protocol):
     clock: ServiceClock
     requests_sent: int
     start_exclusive: bool
-    end_inclusive: bool
 
     def fetch_page(self, window: Window, number: int, page_size: int | None = None) -> JobsPage:
         """Page ``number`` (1-based) of what ``window`` selects."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from .following import point_windows
 from .model import Window
 from .query import JobsQuery
 from .settings import IN_PROGRESS_STATUS
@@ -92,6 +93,31 @@ def plan_reads(
             windows.append(discover)
             follow_only.add(discover)
     return ReadPlan(windows, follow_only, ranges, ranges, cursor)
+
+
+def plan_rescue(
+    selects: str, query: JobsQuery, missing: list[datetime], new_jobs_start: datetime | None
+) -> ReadPlan:
+    """Reads that find followed jobs the run's reads did not return (``overlap`` and ``finish`` only).
+
+    A service may date a job's finish a little before the moment it showed it finished (a clock, a
+    rounding): then the job is in no window of the next run, and no longer running. Found by its start
+    (``overlap``: it ran during the second it started), or by its finish, which lies after its start
+    (``finish``: the jobs that finished between the oldest such start and the new-jobs window).
+
+    Args:
+        selects: ``overlap`` or ``finish``.
+        query: The run's settings.
+        missing: Start times of the followed jobs not seen.
+        new_jobs_start: Where the new-jobs window started (the rescue window ends there).
+    """
+    if selects == "overlap":
+        windows = [Window(w.start, w.end, query.status) for w in point_windows(missing, None)]
+    else:
+        earliest = min(missing)
+        ends_after = new_jobs_start is None or earliest < new_jobs_start
+        windows = [Window(earliest, new_jobs_start, query.status)] if ends_after else []
+    return ReadPlan(windows, set(), None, [Window(None, None)], None)
 
 
 def _disjoint(windows: list[Window]) -> list[Window]:

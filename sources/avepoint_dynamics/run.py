@@ -20,7 +20,7 @@ from array import array
 from collections.abc import Callable, Iterator, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import chain
 from typing import Any
 
@@ -30,11 +30,12 @@ import pyarrow as pa
 from .auth import TokenProvider
 from .client import JobsClient
 from .credentials import AvePointCredentials
+from .errors import ConfigError
 from .following import plan_follow
 from .incremental import FollowState, RunTracker, describe_filters
 from .model import JobsPage, PageSource, Window
 from .paging import WindowReader, _distinct
-from .plan import ReadPlan, plan_reads
+from .plan import ReadPlan, plan_reads, plan_rescue
 from .query import JobsQuery
 from .retries import RetryPolicy
 from .rows import (
@@ -48,7 +49,7 @@ from .rows import (
     resolved_rejections_table,
 )
 from .service import ServiceFindings, probe_service
-from .settings import IN_PROGRESS_STATUS
+from .settings import IN_PROGRESS_STATUS, MAX_PAGE_SIZE
 from .times import api_time_or_none, format_api_time, from_micros, to_micros
 
 logger = logging.getLogger("avepoint_dynamics")
@@ -170,8 +171,18 @@ class JobsRun:
                         for window in before.rejected_windows.values()
                         if start is None or (window.start is not None and window.start < start)
                     ]
-                now = self._now = self._service_now(client)
+                now = self._now = self._service_now(client, selects)
                 end = now if query.end_time is None else min(query.end_time, now)
+                if query.is_backfill and start is not None and end <= start:
+                    raise ConfigError(
+                        "initial_start_time",
+                        f"{format_api_time(start)} is not before the service's time now "
+                        f"({format_api_time(now)}): the backfill's range is empty",
+                    )
+                if start is not None and end < start:
+                    # The service's clock is behind where this window starts (a clock set back, or
+                    # a probe that found only older jobs): nothing new to ask; the cursor stays.
+                    end = start
                 plan = plan_reads(selects, query, Window(start, end), follow_ranges)
                 if selects == "ignored":
                     logger.warning(
@@ -189,6 +200,13 @@ class JobsRun:
                     format_api_time(now),
                 )
                 yield from self._read(reader, plan, first_pages, tracker)
+                missing = tracker.left_jobs()
+                if missing and selects in ("overlap", "finish") and not query.is_backfill:
+                    logger.info(
+                        "%d followed jobs came in no window: looking for them", len(missing)
+                    )
+                    rescue = plan_rescue(selects, query, sorted(missing.values()), start)
+                    yield from self._read(reader, rescue, {}, tracker)
             yield from self._after_reading(tracker, now)
         finally:
             client.close()
@@ -197,7 +215,10 @@ class JobsRun:
         # Arrow's allocator keeps the pages of every freed batch for reuse; nothing here reuses them and
         # DuckDB's load comes next, with its own allocator: hand them back (~50 MB at 100,000 jobs, bench/).
         pa.default_memory_pool().release_unused()
-        state = tracker.after(plan.cursor, now, filters)
+        cursor = plan.cursor
+        if cursor is not None and before.cursor is not None:
+            cursor = max(cursor, before.cursor)  # a cursor never moves back
+        state = tracker.after(cursor, now, filters)
         state.save(self.state)
         stats = reader.stats
         logger.info(
@@ -224,7 +245,6 @@ class JobsRun:
             for line in findings.lines():
                 logger.info("  %s", line)
         client.start_exclusive = findings.start_bound == "exclusive"
-        client.end_inclusive = findings.end_bound == "inclusive"
         return findings
 
     # ------------------------------------------------------------------ planning
@@ -259,13 +279,27 @@ class JobsRun:
 
         return cost_of
 
-    def _service_now(self, client: PageSource) -> datetime:
-        """The service's time, from a one-job probe: its ``Date``, and the newest job's start."""
+    def _service_now(self, client: PageSource, selects: str) -> datetime:
+        """The service's time, from a one-job probe: its ``Date``, and the newest job's start.
+
+        Where windows select by finish, the jobs that finished in the last seconds pin it too: a job
+        that finished after the newest start must be inside this run's window.
+        """
         probe = client.fetch_page(Window(None, None, self.load_status), 1, 1)
         for job in probe.jobs:
             start = api_time_or_none(job.get("startTime"))
             if start is not None:
                 client.clock.observe_start(start)
+        if selects == "finish" and client.clock.known:
+            recent = Window(client.clock.now() - timedelta(seconds=2), None, self.load_status)
+            for number in range(1, 6):  # the jobs that finished in the last seconds: a page or two
+                page = client.fetch_page(recent, number, MAX_PAGE_SIZE)
+                for job in page.jobs:
+                    finish = api_time_or_none(job.get("finishTime"))
+                    if finish is not None:
+                        client.clock.observe_start(finish)
+                if len(page.jobs) < MAX_PAGE_SIZE:
+                    break
         if not client.clock.known:
             logger.warning(
                 "the jobs API's answers carry no Date header; the new-jobs window ends at this "

@@ -1,14 +1,15 @@
 """``avepoint-simulator``: run the simulator as a process (for demos and users' CI).
 
 Prints one JSON line (``base_url``, ``identity_url``, ``client_id``, ``client_secret``,
-``ca_file``), then ``client_id: ...`` / ``client_secret: ...`` lines, and serves until Ctrl-C
-or SIGTERM.
+``ca_file``), then ready-to-paste ``export SOURCES__AVEPOINT_DYNAMICS__...=...`` lines that point
+``avepoint-dynamics`` (or any dlt pipeline of the source) at it, and serves until Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import signal
 import sys
 import threading
@@ -83,6 +84,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: dlt's env-var spelling of the source's config section (``[sources.avepoint_dynamics]``).
+ENV_PREFIX = "SOURCES__AVEPOINT_DYNAMICS__"
+
+
+def export_lines(info: dict[str, str | None]) -> list[str]:
+    """``export`` lines for a POSIX shell: the settings the source needs to use this simulator."""
+    settings = {
+        "BASE_URL": info["base_url"],
+        "CREDENTIALS__IDENTITY_URL": info["identity_url"],
+        "CREDENTIALS__CLIENT_ID": info["client_id"],
+        "CREDENTIALS__CLIENT_SECRET": info["client_secret"],
+        "CA_BUNDLE": info["ca_file"],
+    }
+    return [
+        f"export {ENV_PREFIX}{key}={shlex.quote(value)}" for key, value in settings.items() if value
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run until interrupted. Returns the exit status (0 on Ctrl-C / SIGTERM, 2 on bad arguments)."""
     args = _parser().parse_args(argv)
@@ -124,11 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         sim.start()
         info = sim.connection_info()
         print(json.dumps(info))
-        print(f"base_url: {info['base_url']}")
-        print(f"client_id: {info['client_id']}")
-        print(f"client_secret: {info['client_secret']}")
-        if info["ca_file"]:
-            print(f"ca_file: {info['ca_file']}")
+        print("# point avepoint-dynamics at this simulator: paste these lines into your shell")
+        for line in export_lines(info):
+            print(line)
         sys.stdout.flush()
         while not stop.wait(0.5):
             pass

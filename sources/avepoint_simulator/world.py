@@ -26,6 +26,7 @@ from avepoint_simulator.times import (
     TICKS_PER_SECOND,
     ServiceClock,
     format_ticks,
+    parse_time,
     ticks_from_datetime,
 )
 
@@ -98,7 +99,7 @@ class World:
         """
         with self._lock:
             store = self._store
-            if selects == "start":
+            if selects == "start" or (flt.start is None and flt.end is None):  # no window asked
                 total, positions = store.query(flt, offset, limit, newest_first)
             else:
                 total, positions = store.query_selected(flt, selects, offset, limit, newest_first)
@@ -146,7 +147,11 @@ class World:
 
     # ------------------------------------------------------------------ changing
     def add_jobs(
-        self, n: int, running: int = 0, organization_id: str | None = None
+        self,
+        n: int,
+        running: int = 0,
+        organization_id: str | None = None,
+        spread_hours: float | None = None,
     ) -> list[dict[str, Any]]:
         """Add jobs that start after every existing job and before the wall clock now.
 
@@ -154,10 +159,19 @@ class World:
             n: How many.
             running: How many of them (the newest) are still in progress.
             organization_id: Put them all in this organization (added if unknown).
+            spread_hours: Spread their starts over the last this many hours (a night of jobs), still
+                after every existing job. They last as long as jobs of the history do; one that would
+                finish after now is still running (in addition to ``running``). Default: they all
+                arrive in the last milliseconds.
 
         Returns:
             The new jobs as API dicts, oldest first.
+
+        Raises:
+            ValueError: ``spread_hours`` is not positive, or the newest job starts after now.
         """
+        if spread_hours is not None and not spread_hours > 0:
+            raise ValueError(f"spread_hours must be > 0, not {spread_hours!r}")
         if n <= 0:
             return []
         running = max(0, min(running, n))
@@ -176,9 +190,12 @@ class World:
                     time.sleep(0.001)
                     now = self._clock.ticks()
             floor = last if last is not None else now - 86_400 * TICKS_PER_SECOND
-            # A live service shows a job from the moment it starts: arrivals land in the last
-            # millisecond, never back-dated behind what a client may already have read.
-            low = max(floor, now - max(4 * n, TICKS_PER_SECOND // 1000))
+            if spread_hours is None:
+                # A live service shows a job from the moment it starts: arrivals land in the last
+                # millisecond, never back-dated behind what a client may already have read.
+                low = max(floor, now - max(4 * n, TICKS_PER_SECOND // 1000))
+            else:
+                low = max(floor, now - int(spread_hours * 3600 * TICKS_PER_SECOND))
             rng = self._rng
             starts = sorted(rng.randrange(low + 1, now) for _ in range(n))
             org = store.org_index(organization_id, create=True) if organization_id else None
@@ -198,7 +215,11 @@ class World:
                     status,
                     org if org is not None else store.pick_org(rng),
                 )
-                job = store.generate(pos, status, now)
+                job = store.generate(pos, status, now if spread_hours is None else None)
+                if spread_hours is not None and status != 2 and parse_time(job["finishTime"]) > now:
+                    # It started too late in the night to be done by now: it is still running.
+                    store.set_status(pos, 2)
+                    job = store.generate(pos, 2, now)
                 store.materialized[pos] = job
                 added.append(copy.deepcopy(job))
             return added

@@ -21,9 +21,16 @@ def test_cli_serves_and_stops_on_sigterm() -> None:
         assert process.stdout is not None
         info = json.loads(process.stdout.readline())
         assert set(info) >= {"base_url", "identity_url", "client_id", "client_secret", "ca_file"}
-        lines = [process.stdout.readline() for _ in range(3)]
-        assert any(line.startswith(f"client_id: {info['client_id']}") for line in lines)
-        assert any(line.startswith(f"client_secret: {info['client_secret']}") for line in lines)
+        lines = [process.stdout.readline().rstrip("\n") for _ in range(6)]
+        assert lines[0].startswith("# ")
+        prefix = "export SOURCES__AVEPOINT_DYNAMICS__"
+        assert lines[1:] == [
+            f"{prefix}BASE_URL={info['base_url']}",
+            f"{prefix}CREDENTIALS__IDENTITY_URL={info['identity_url']}",
+            f"{prefix}CREDENTIALS__CLIENT_ID={info['client_id']}",
+            f"{prefix}CREDENTIALS__CLIENT_SECRET={info['client_secret']}",
+            f"{prefix}CA_BUNDLE={info['ca_file']}",
+        ]
         session = requests.Session()
         session.trust_env = False
         token = session.post(

@@ -35,6 +35,32 @@ def test_add_jobs(fresh_client: SimClient, fresh_sim: Simulator) -> None:
     assert fresh_client.v1({"organizationId": org}).json()["totalCount"] == 4
 
 
+def test_add_jobs_spread_over_hours(avepoint_simulator_factory: Any) -> None:
+    """A night of jobs: starts spread over hours after the newest job, real durations, none in the future."""
+    anchor = dt.datetime.now(dt.UTC) - dt.timedelta(hours=12)
+    sim = avepoint_simulator_factory(jobs=200, now=anchor, history_days=5)
+    newest = parse_time(sim.world.ground_truth()[-1]["startTime"])
+
+    added = sim.world.add_jobs(60, running=2, spread_hours=10)
+
+    starts = [parse_time(j["startTime"]) for j in added]
+    hour = 3600 * 10**7
+    assert starts == sorted(starts) and len(set(starts)) == 60
+    assert newest < starts[0] and starts[-1] < now_ticks()
+    assert starts[-1] - starts[0] > 8 * hour  # spread over the night, not the last milliseconds
+    finished = [j for j in added if j["status"] != 2]
+    assert all(j["status"] == 2 and j["finishTime"] is None for j in added[-2:])
+    assert len(finished) > 45  # the night's early jobs are done; the newest still run
+    assert all(parse_time(j["finishTime"]) <= now_ticks() for j in finished)
+    # durations like the history's (minutes to hours), none cut short at "now"
+    hours = sorted(j["durationHours"] for j in finished)
+    assert hours[len(hours) // 2] > 0.05
+    finishes = [j["finishTime"] for j in finished]
+    assert len(set(finishes)) == len(finishes)
+    with pytest.raises(ValueError, match="spread_hours"):
+        sim.world.add_jobs(1, spread_hours=0)
+
+
 def test_finish_running(fresh_client: SimClient, fresh_sim: Simulator) -> None:
     world = fresh_sim.world
     running = [j for j in world.ground_truth() if j["status"] == 2]

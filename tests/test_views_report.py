@@ -337,6 +337,17 @@ def test_empty_history(tmp_path: Path) -> None:
     assert "No jobs loaded yet." in text and "No failed or finished-with-exception jobs." in text
 
 
+@pytest.mark.unit
+def test_page_template_is_filled_once() -> None:
+    """The page (package data) gets every placeholder filled; a ``$`` in the data is text, not a placeholder."""
+    dataset = "cost$ ${tiles} $$"
+    text = render_html(ReportData(dataset, datetime(2026, 1, 2, 3, 4, tzinfo=UTC), STALE_AFTER))
+    assert text.startswith("<!DOCTYPE html>") and text.endswith("</body></html>")
+    assert f"<code>{dataset}</code> · generated 2026-01-02 03:04 UTC" in text
+    assert text.count("${") == 1, "only the dataset's own ${tiles} is left"
+    assert "<style>" in text and 'getElementById("failures")' in text
+
+
 def test_a_view_that_cannot_be_created_does_not_fail_the_load(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -6,8 +6,8 @@ numbers. Nothing here knows about HTML or SVG (:mod:`avepoint_pipelines.report_c
 :mod:`avepoint_pipelines.report_page` draw from it), so the numbers can be checked on their own.
 
 Example:
-    >>> read_report_data("avepoint_dynamics.duckdb").totals  # doctest: +SKIP
-    {'finished': 17412, 'finished_with_exception': 1208, 'failed': 903, 'in_progress': 4, 'other': 0}
+    >>> read_report_data("avepoint_demo.duckdb").totals  # doctest: +SKIP
+    {'finished': 17843, 'finished_with_exception': 1342, 'failed': 931, 'in_progress': 4, 'other': 0}
 """
 
 from __future__ import annotations

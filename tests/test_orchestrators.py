@@ -122,7 +122,7 @@ def test_dagster_second_materialization_is_incremental_with_state_from_the_desti
     logged = materialize()
 
     # the connector's own log lines reach Dagster's run log
-    assert any(m.startswith("avepoint_dynamics: read 3000 jobs in 30 pages") for m in logged), (
+    assert any(m.startswith("avepoint_dynamics: read 3,000 jobs in 30 pages") for m in logged), (
         logged
     )
 

@@ -168,13 +168,13 @@ def test_the_dagster_block(sim: Simulator, tmp_path: Path) -> None:
     # `dagster asset materialize` loaded the API's jobs into the working folder's DuckDB file ...
     assert_rows_equal(duckdb_rows(tmp_path / "avepoint_dynamics.duckdb"), sim.world.ground_truth())
     # ... and the connector's own log line is in the run's log, on the console and in DAGSTER_HOME
-    assert "avepoint_dynamics: read 3000 jobs in 30 pages" in console
+    assert "avepoint_dynamics: read 3,000 jobs in 30 pages" in console
     import dagster as dg
 
     instance = dg.DagsterInstance.from_config(str(home / "dagster_home"))
     (run,) = instance.get_runs()
     messages = [entry.user_message for entry in instance.all_logs(run.run_id)]
-    assert any("read 3000 jobs in 30 pages" in message for message in messages)
+    assert any("read 3,000 jobs in 30 pages" in message for message in messages)
 
 
 def test_the_airflow_block(sim: Simulator, tmp_path: Path, airflow_python: Path) -> None:  # noqa: F811

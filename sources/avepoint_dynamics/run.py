@@ -222,13 +222,13 @@ class JobsRun:
         state.save(self.state)
         stats = reader.stats
         logger.info(
-            "read %d jobs in %d pages (%d requests, %d tokens, %d windows re-read); following %d open "
-            "and %d set-aside jobs; %d rejected this run",
-            stats.jobs,
-            stats.pages,
-            client.requests_sent,
-            tokens.tokens_fetched if tokens is not None else 0,
-            stats.rereads,
+            "read %s in %s (%s, %s, %s re-read); following %d open and %d set-aside jobs; "
+            "%d rejected this run",
+            _count(stats.jobs, "job"),
+            _count(stats.pages, "page"),
+            _count(client.requests_sent, "request"),
+            _count(tokens.tokens_fetched if tokens is not None else 0, "token"),
+            _count(stats.rereads, "window"),
             len(state.open_jobs),
             len(state.rejected_jobs) + len(state.rejected_windows),
             tracker.rejected,
@@ -477,6 +477,11 @@ class JobsRun:
 
     def _remember_ids(self, table: pa.Table) -> None:
         self._loaded_ids.extend(hash(job_id) for job_id in table.column("job_id").to_pylist())
+
+
+def _count(number: int, thing: str) -> str:
+    """``1 page``, ``2,000 pages``."""
+    return f"{number:,} {thing}{'' if number == 1 else 's'}"
 
 
 def _duplicates_hint(deduplicated: bool) -> Any:

@@ -1,7 +1,7 @@
-"""The README's documented command sequences, run as written in a fresh folder, so the docs cannot drift.
+"""The docs' command sequences, run as written in a fresh folder, so the docs cannot drift.
 
-Each test reads its block from README.md (by the heading of its section) and runs it with bash (or Python)
-in a temporary folder. Substituted, and nothing else:
+Each test reads its block from README.md or a page of docs/ (by the heading of its section) and runs it with
+bash (or Python) in a temporary folder. Substituted, and nothing else:
 
 - ``python3 -m venv ...`` and ``pip install ...`` steps are skipped: the test venvs already hold the project
   and its extras (``.venv``: test, dagster, postgres; ``.venv/airflow``: Airflow, made by ``scripts/test``).
@@ -41,14 +41,16 @@ from .test_orchestrators import (
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+ORCHESTRATORS = ROOT / "docs" / "orchestrators.md"
+ANALYSTS = ROOT / "docs" / "analysts.md"
 VENV_BIN = Path(sys.executable).parent
 #: Steps the test venvs have already done (see the module docstring).
 SKIPPED = re.compile(r"^(python3 -m venv \S+|(\S*/)?pip install .*)$")
 
 
-def readme_blocks(heading: str, language: str = "sh") -> list[str]:
-    """The fenced ``language`` blocks of the README section that starts with ``heading`` (``## ...``)."""
-    text = README.read_text(encoding="utf-8")
+def readme_blocks(heading: str, language: str = "sh", page: Path = README) -> list[str]:
+    """The fenced ``language`` blocks of the section of ``page`` that starts with ``heading`` (``## ...``)."""
+    text = page.read_text(encoding="utf-8")
     start = text.index(f"\n{heading}\n")
     end = text.find("\n## ", start + 1)
     section = text[start : end if end != -1 else None]
@@ -138,7 +140,7 @@ def test_the_python_lines_load_the_source_into_a_dlt_pipeline(
 
 @pytest.mark.usefixtures("dagster_installed")
 def test_the_dagster_block(sim: Simulator, tmp_path: Path) -> None:
-    (block,) = readme_blocks("## Dagster")
+    block = readme_blocks("## Dagster", page=ORCHESTRATORS)[0]
     lines = as_run_here(block)
     server = [i for i, line in enumerate(lines) if line.startswith("dagster dev ")]
     assert len(server) == 1, lines
@@ -178,7 +180,7 @@ def test_the_dagster_block(sim: Simulator, tmp_path: Path) -> None:
 
 
 def test_the_airflow_block(sim: Simulator, tmp_path: Path, airflow_python: Path) -> None:  # noqa: F811
-    (block,) = readme_blocks("## Airflow")
+    block = readme_blocks("## Airflow", page=ORCHESTRATORS)[0]
     lines = as_run_here(block)
     assert not any(line.startswith("pip ") for line in lines)
     home = tmp_path / "home"
@@ -194,12 +196,12 @@ def test_the_analysts_one_liner_and_example_queries(sim: Simulator, tmp_path: Pa
     """No ``duckdb`` command comes with the install: the README's Python one-liner runs its queries."""
     env = user_env(tmp_path / "home", VENV_BIN, **config_env(sim))
     bash(["avepoint-dynamics load -q"], tmp_path, env)
-    (one_liner,) = readme_blocks("## For analysts")
+    (one_liner,) = readme_blocks("## Example queries", page=ANALYSTS)
 
     shown = bash(as_run_here(one_liner), tmp_path, env)
 
     assert "organization_name" in shown.stdout and "contoso-prod" in shown.stdout
-    (examples,) = readme_blocks("## For analysts", "sql")
+    (examples,) = readme_blocks("## Example queries", "sql", page=ANALYSTS)
     statements = [part for part in examples.split(";") if part.strip()]
     assert len(statements) == 6
     with duckdb.connect(str(tmp_path / "avepoint_dynamics.duckdb"), read_only=True) as con:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from types import FrameType
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from avepoint_dynamics import ConfigError, avepoint_dynamics, check_connection, check_service
 
@@ -44,6 +44,7 @@ from .failures import (
     describe_failure,
 )
 from .report import DEFAULT_DAYS, DEFAULT_REPORT, ReportError, write_report
+from .source_options import API, FIRST_LOAD, READING, add_source_options, source_args
 from .views import DEFAULT_STALE_AFTER_HOURS
 
 logger = logging.getLogger("avepoint_dynamics.cli")
@@ -83,26 +84,6 @@ def _iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _source_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Only the options given on the command line: dlt config fills in the rest."""
-    names = [
-        "region",
-        "base_url",
-        "api_version",
-        "page_size",
-        "job_type",
-        "status",
-        "organization_id",
-        "object_type",
-        "initial_start_time",
-        "end_time",
-        "max_concurrency",
-        "ca_bundle",
-        "tenant",
-    ]
-    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
-
-
 def _target(args: argparse.Namespace) -> Target:
     destination = args.destination
     memory = _none_or(getattr(args, "duckdb_memory_limit", None))
@@ -130,7 +111,7 @@ def cmd_load(args: argparse.Namespace) -> int:
         return _load_tenants(args)
     progress = Progress(args.live, quiet=args.quiet)
     try:
-        source = avepoint_dynamics(**_source_args(args), on_page=progress)
+        source = avepoint_dynamics(**source_args(args), on_page=progress)
         info = run_load(source, _target(args))
     finally:
         progress.close()
@@ -170,7 +151,7 @@ def _load_tenants(args: argparse.Namespace) -> int:
 
     tenants = [name.strip() for name in args.tenants.split(",") if name.strip()]
     progress = Progress(args.live, quiet=args.quiet)
-    shared = {k: v for k, v in _source_args(args).items() if k != "tenant"}
+    shared = {k: v for k, v in source_args(args).items() if k != "tenant"}
     try:
         results = run_tenants(tenants, _target(args), on_page=progress, **shared)
     finally:
@@ -238,7 +219,7 @@ def _config_error_of(error: BaseException) -> ConfigError | None:
 def cmd_check(args: argparse.Namespace) -> int:
     if args.deep:
         return _check_deep(args)
-    result = check_connection(**_source_args(args))
+    result = check_connection(**source_args(args))
     print(
         f"ok: token from {result['identity_url']}; the jobs API at {result['api_url']} "
         f"({result['api_version']}) holds {plural(result['total_jobs'], 'job')}; nothing was loaded"
@@ -248,7 +229,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def _check_deep(args: argparse.Namespace) -> int:
     """How the tenant's service reads requests: about 15 requests, nothing loaded."""
-    findings = check_service(**_source_args(args))
+    findings = check_service(**source_args(args))
     print(
         f"the jobs API at {findings.base_url} ({findings.api_version}), checked at "
         f"{findings.checked_at} (service time); nothing was loaded:"
@@ -454,53 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
         )
 
     def api_options(command: argparse.ArgumentParser) -> None:
-        """What to ask which API; each overrides [sources.avepoint_dynamics] in dlt config."""
-        config = "default: dlt config"
-        command.add_argument(
-            "--region",
-            help=f"AvePoint data center: us, we, ne, uk, au, jp, ..., gov, fedramp ({config})",
-        )
-        command.add_argument(
-            "--base-url", metavar="URL", help=f"API root URL ({config}, else region's)"
-        )
-        command.add_argument(
-            "--api-version", choices=["v1", "v2"], help=f"jobs API generation ({config}, else v1)"
-        )
-        command.add_argument(
-            "--job-type",
-            metavar="TYPE",
-            help=f"0 all, 1 backup, 2 restore, 4, 8, 16, 32, or a name ({config}, else all)",
-        )
-        command.add_argument(
-            "--status",
-            help=f"2 in progress, 3 finished, 4 failed, 7, or a name ({config}, else all)",
-        )
-        command.add_argument(
-            "--organization-id", metavar="GUID", help=f"one organization ({config}, else all)"
-        )
-        command.add_argument(
-            "--object-type", metavar="TYPE", help=f"1 CE, 2 Unified Operations ({config}, else all)"
-        )
-        command.add_argument(
-            "--ca-bundle", metavar="FILE", help=f"CA file to trust ({config}, else the system's)"
-        )
+        add_source_options(command, API)
 
     def reading_options(command: argparse.ArgumentParser) -> None:
-        config = "default: dlt config"
-        command.add_argument(
-            "--page-size", type=int, metavar="N", help=f"jobs per request ({config}, else 100)"
-        )
-        command.add_argument(
-            "--max-concurrency",
-            type=int,
-            metavar="N",
-            help=f"requests in flight ({config}, else 8)",
-        )
-        command.add_argument(
-            "--tenant",
-            metavar="NAME",
-            help=f"a value for a tenant column in every row ({config}, else no column)",
-        )
+        add_source_options(command, READING)
         command.add_argument(
             "--tenants",
             metavar="A,B",
@@ -516,12 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     loading_options(load)
     api_options(load)
     reading_options(load)
-    load.add_argument(
-        "--initial-start-time",
-        metavar="DATE",
-        help=f"where the very first load starts, ISO-8601 like {ISO_EXAMPLES} "
-        "(default: dlt config, else all history)",
-    )
+    add_source_options(load, FIRST_LOAD)
     load.set_defaults(func=cmd_load, end_time=None)
 
     backfill = commands.add_parser(

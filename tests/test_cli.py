@@ -170,7 +170,7 @@ def test_progress_on_a_terminal(tmp_path: Path) -> None:
     # Log lines start on a line of their own, never in the middle of the live line
     # ("... ETA 0 s2026-12-03 ... INFO ..."): the live line is erased first, then drawn again.
     records = list(re.finditer(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|WARNING) ", text))
-    assert any("read 3000 jobs" in text[m.end() : m.end() + 200] for m in records)
+    assert any("read 3,000 jobs" in text[m.end() : m.end() + 200] for m in records)
     for record in records:
         before = text[: record.start()]
         assert before == "" or before.endswith(("\n", "\x1b[K")), before[-80:]

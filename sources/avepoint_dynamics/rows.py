@@ -17,15 +17,14 @@ from dlt.common.normalizers.naming.snake_case import NamingConvention
 from dlt.common.schema.typing import TTableSchemaColumns
 
 from .settings import FINAL_STATUSES, status_label, type_label
-from .times import parse_api_time
+from .times import ARROW_UTC_MICROS, api_times_to_arrow, parse_api_time
 
 #: The hard-delete column of ``jobs`` (only with a status filter a job can leave) and ``jobs_rejected``:
 #: a row carrying True removes its key from the table (dlt's ``hard_delete`` hint). Rows that stay
 #: hold NULL in it.
 DELETED_COLUMN = "_avepoint_deleted"
 
-_UTC_MICROS = pa.timestamp("us", tz="UTC")
-_UTC_NANOS = pa.timestamp("ns", tz="UTC")
+_UTC_MICROS = ARROW_UTC_MICROS
 
 
 class BadValue(ValueError):
@@ -492,9 +491,8 @@ def _fast_text(raw: list[Any], arrow_type: pa.DataType) -> pa.Array | None:
 
 
 def _fast_time(raw: list[Any], arrow_type: pa.DataType) -> pa.Array | None:
-    # Nanoseconds first so 7 fractional digits (.NET ticks) parse; then truncate to microseconds,
-    # as the row path does. A time without a zone raises here and is read as UTC by the row path.
-    return pa.array(raw, pa.string()).cast(_UTC_NANOS).cast(arrow_type, safe=False)
+    # A time without a zone raises here and is read as UTC by the row path (times.py owns both readers).
+    return api_times_to_arrow(raw)
 
 
 _FAST: dict[Callable[[Any], Any], Callable[[list[Any], pa.DataType], pa.Array | None]] = {

@@ -31,6 +31,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The options; ``--quick`` turns into 20,000 jobs and the ``bench-quick`` results files."""
     parser = argparse.ArgumentParser(
+        prog="scripts/bench",  # not "__main__.py": python -m bench is how scripts/bench runs it
         description="Benchmark avepoint_dynamics against dlt rest_api, a naive loop and the limits.",
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 20,000 jobs")

@@ -14,8 +14,10 @@ checked against the simulator's total, and the finished wave checked final in Du
 Targets: an idle run <= 25 requests; an incremental run after 1 % new jobs <= 60 requests and <= 15 % of
 the full load's wall time, at 0 and 50 ms.
 
-Run: ``scripts/bench-open-jobs`` (results in bench/results/open_jobs.{json,md}); ``--jobs``,
-``--running``, ``--latencies`` to change the case.
+Run: ``scripts/bench-open-jobs``, i.e. ``python -m bench.open_jobs`` (results in
+bench/results/open_jobs.{json,md}); ``--jobs``, ``--running``, ``--latencies`` to change the case. The
+simulator, the child processes and the row counts are the main benchmark's (``bench.harness``,
+``bench.simulator_process``, ``bench.duckdb_checks``).
 """
 
 from __future__ import annotations
@@ -31,20 +33,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from bench.contenders import DATASET
+from bench.duckdb_checks import count_rows, duckdb_query
+from bench.harness import child_env, kill_all_children, run_child
+from bench.render import log
+from bench.simulator_process import SimulatorProcess
+from bench.snapshot import git_commit
 
-from run import (  # noqa: E402  (bench/ is a folder of scripts)
-    DATASET,
-    SimulatorProcess,
-    _kill_all_children,
-    child_env,
-    count_rows,
-    duckdb_query,
-    git_commit,
-    log,
-    run_child,
-)
+HERE = Path(__file__).resolve().parent
 
 IDLE_MAX_REQUESTS = 25
 INCREMENTAL_MAX_REQUESTS = 60
@@ -52,6 +48,7 @@ INCREMENTAL_MAX_SHARE = 0.15
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the case at each latency; exit status 1 when a target is missed."""
     args = _parse(argv)
     root = Path(tempfile.mkdtemp(prefix="avepoint-bench-open-"))
     scenarios = []
@@ -59,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         for latency in args.latencies:
             scenarios.append(_scenario(args, latency, root / f"{latency:g}ms"))
     finally:
-        _kill_all_children()
+        kill_all_children()
         shutil.rmtree(root, ignore_errors=True)
     meta = {
         "command": " ".join(["scripts/bench-open-jobs", *(argv or sys.argv[1:])]).strip(),

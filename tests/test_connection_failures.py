@@ -98,8 +98,6 @@ def test_a_filter_changed_between_runs_is_said(
     sim: Simulator, loader: Loader, caplog: pytest.LogCaptureFixture
 ) -> None:
     loader.load()
-    running = [j["jobId"] for j in sim.world.ground_truth() if j["status"] == 2]
-    assert running
 
     with caplog.at_level(logging.WARNING, logger="avepoint_dynamics"):
         loader.load(job_type=1)
@@ -110,6 +108,3 @@ def test_a_filter_changed_between_runs_is_said(
         "filters stay in the table; for a table that holds exactly what the new filters select, "
         "run avepoint-dynamics reset --yes and load again"
     ]
-    # the jobs followed under the old filters that the new ones hide are said to be, without "purged?"
-    gone = [r.getMessage() for r in caplog.records if "no longer returned" in r.getMessage()]
-    assert all("or the filters changed" in message for message in gone)

@@ -20,9 +20,10 @@ import pyarrow as pa
 from avepoint_dynamics import AvePointCredentials
 from avepoint_dynamics.model import JobsPage, Window
 from avepoint_dynamics.query import JobsQuery, build_query
+from avepoint_dynamics.rejected import DELETED_COLUMN
 from avepoint_dynamics.retries import RetryPolicy
-from avepoint_dynamics.rows import DELETED_COLUMN
-from avepoint_dynamics.run import JobsRun, JobsSetup
+from avepoint_dynamics.run import JobsRun
+from avepoint_dynamics.setup import JobsSetup
 from avepoint_dynamics.times import ServiceClock
 from avepoint_simulator import JobFilter, World
 from avepoint_simulator.jobs_store import JobStore

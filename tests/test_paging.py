@@ -6,7 +6,7 @@ import random
 from array import array
 
 import pytest
-from avepoint_dynamics.paging import _distinct
+from avepoint_dynamics.paging import distinct_count
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -15,7 +15,7 @@ def test_distinct_count_equals_a_set_of_the_same_ids(seed: int) -> None:
     ids = [rng.getrandbits(64) - 2**63 for _ in range(rng.randint(0, 50_000))]
     ids += rng.sample(ids, k=min(len(ids), rng.randint(0, 30)))  # a few jobs served twice
     rng.shuffle(ids)
-    assert _distinct(array("q", ids)) == len(set(ids))
+    assert distinct_count(array("q", ids)) == len(set(ids))
 
 
 @pytest.mark.parametrize(
@@ -23,4 +23,4 @@ def test_distinct_count_equals_a_set_of_the_same_ids(seed: int) -> None:
     [[], [7], [7, 7], [-(2**63), 2**63 - 1, -(2**63)], [3, 1, 2, 1, 3, 3]],
 )
 def test_distinct_count_at_the_edges(ids: list[int]) -> None:
-    assert _distinct(array("q", ids)) == len(set(ids))
+    assert distinct_count(array("q", ids)) == len(set(ids))

@@ -23,11 +23,13 @@ from .errors import ApiError, AuthError, AvePointError, ConfigError, Unavailable
 from .incremental import tenant_state
 from .model import JobsPage, Window
 from .query import base_url_from, build_query, resolve_hosts
+from .rejected import DELETED_COLUMN
 from .retries import RetryPolicy
-from .rows import DELETED_COLUMN, dlt_columns
-from .run import REJECTED_TABLE, JobsRun, JobsSetup
+from .rows import dlt_columns
+from .run import REJECTED_TABLE, JobsRun
 from .service import ServiceFindings, probe_service
 from .settings import DEFAULT_MAX_CONCURRENCY, DEFAULT_PAGE_SIZE
+from .setup import JobsSetup
 
 __all__ = [
     "ApiError",

@@ -28,7 +28,8 @@ from typing import Any
 
 from .model import Window
 from .query import JobsQuery
-from .times import api_time_or_none, format_api_time
+from .settings import FINAL_STATUSES
+from .times import api_time_or_none, format_api_time, parse_api_time
 
 logger = logging.getLogger(__name__)
 
@@ -324,3 +325,26 @@ def describe_filters(filters: dict[str, Any] | None) -> str:
 def run_filters(query: JobsQuery) -> dict[str, Any]:
     """The filters of a run, as kept in the state."""
     return query.filter_key()
+
+
+def follow_marks(jobs: list[dict[str, Any]]) -> tuple[dict[str, datetime], list[str]]:
+    """From jobs read only to be followed (never loaded): the open ones with their start, and the final ids.
+
+    A job whose id or start time cannot be read is skipped here: it is loaded (or set aside) from the
+    read that selects it under the run's filters.
+    """
+    open_jobs: dict[str, datetime] = {}
+    final: list[str] = []
+    for job in jobs:
+        job_id, raw_start, status = job.get("jobId"), job.get("startTime"), job.get("status")
+        if not isinstance(job_id, str) or not job_id or not isinstance(raw_start, str):
+            continue
+        try:
+            start = parse_api_time(raw_start)
+        except ValueError:
+            continue
+        if isinstance(status, int) and not isinstance(status, bool) and status in FINAL_STATUSES:
+            final.append(job_id)
+        else:
+            open_jobs[job_id] = start
+    return open_jobs, final

@@ -79,7 +79,7 @@ class _Tally:
         return (
             self.totals_agree
             and self.rows == self.total
-            and _distinct(self.id_hashes) == self.total
+            and distinct_count(self.id_hashes) == self.total
         )
 
 
@@ -291,7 +291,7 @@ class WindowReader:
 _END: Any = object()
 
 
-def _distinct(values: array[int]) -> int:
+def distinct_count(values: array[int]) -> int:
     """Distinct count of 64-bit values: sorted through Arrow, then the changes between neighbours counted.
 
     Zero-copy in, ~20 MB and 0.12 s for 1,000,000 values; Arrow's hash-based ``count_distinct`` took

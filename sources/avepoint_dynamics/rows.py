@@ -1,4 +1,8 @@
-"""Job objects from the API → typed Arrow batches (one row per job, labels added), bad jobs set aside."""
+"""Job objects from the API → typed Arrow batches for ``jobs`` (one row per job, labels added).
+
+A job that cannot become a row is set aside (``rejected``); the rows that remove jobs from ``jobs`` (a
+status filter they left) are built here too.
+"""
 
 from __future__ import annotations
 
@@ -16,13 +20,9 @@ import pyarrow.compute as pc
 from dlt.common.normalizers.naming.snake_case import NamingConvention
 from dlt.common.schema.typing import TTableSchemaColumns
 
+from .rejected import DELETED_COLUMN, Bounds, RejectedJob, reject
 from .settings import FINAL_STATUSES, status_label, type_label
 from .times import ARROW_UTC_MICROS, api_times_to_arrow, parse_api_time
-
-#: The hard-delete column of ``jobs`` (only with a status filter a job can leave) and ``jobs_rejected``:
-#: a row carrying True removes its key from the table (dlt's ``hard_delete`` hint). Rows that stay
-#: hold NULL in it.
-DELETED_COLUMN = "_avepoint_deleted"
 
 _UTC_MICROS = ARROW_UTC_MICROS
 
@@ -138,41 +138,6 @@ def dlt_columns() -> TTableSchemaColumns:
     return hints
 
 
-#: A job's window as microseconds since the epoch: ``[start, end)``, ``start`` None = from the beginning.
-Bounds = tuple[int | None, int]
-
-
-@dataclass
-class RejectedJob:
-    """A job the API sent that cannot be loaded as a row; it goes to ``jobs_rejected`` instead.
-
-    ``jobs_rejected`` (merge on ``rejection_key``: one row per set-aside job, holding its latest reason):
-    ``rejection_key``, ``job_id``, ``start_time_raw``, ``reason``, ``raw_job`` (the job's JSON),
-    ``last_seen_at``. Nothing is silently dropped, and the job can be inspected where the loaded rows are.
-    Once the job loads, its row leaves ``jobs_rejected``: the table lists what is set aside now.
-    """
-
-    job_id: str | None
-    start_time: str | None
-    reason: str
-    raw: str
-    bounds: Bounds | None = None
-    """The window the job was read in (a job without a usable start time is re-read through it)."""
-
-    @property
-    def key(self) -> str:
-        """The job's id; a job without one is known by its start and organization, else its JSON."""
-        if self.job_id:
-            return self.job_id
-        try:
-            identity = json.dumps(
-                [json.loads(self.raw).get(name) for name in ("startTime", "organizationId", "type")]
-            )
-        except (ValueError, AttributeError):
-            identity = self.raw
-        return "?" + hashlib.sha256(identity.encode()).hexdigest()[:24]
-
-
 @dataclass
 class JobBatch:
     """Rows ready for dlt: one Arrow table of good jobs, the rejected ones, and what the state needs."""
@@ -242,7 +207,7 @@ class JobRows:
             try:
                 row = [self._convert(column, job) for column in JOB_COLUMNS]
             except BadValue as error:
-                rejected.append(_reject(job, str(error), bounds[index] if bounds else None))
+                rejected.append(reject(job, str(error), bounds[index] if bounds else None))
                 continue
             for column, value in zip(JOB_COLUMNS, row, strict=True):
                 values[column.name].append(value)
@@ -338,40 +303,6 @@ class JobRows:
         return name
 
 
-def rejected_table(
-    jobs: list[RejectedJob], seen_at: datetime, constants: dict[str, str] | None = None
-) -> pa.Table:
-    """``jobs_rejected`` rows as an Arrow table: typed even when a column is all nulls.
-
-    Args:
-        jobs: The jobs set aside.
-        seen_at: When (service time) this run saw them.
-        constants: Constant columns (``tenant``).
-    """
-    columns = {
-        "rejection_key": pa.array([job.key for job in jobs], pa.string()),
-        "job_id": pa.array([job.job_id for job in jobs], pa.string()),
-        "start_time_raw": pa.array([job.start_time for job in jobs], pa.string()),
-        "reason": pa.array([job.reason for job in jobs], pa.string()),
-        "raw_job": pa.array([job.raw for job in jobs], pa.string()),
-        "last_seen_at": pa.array([seen_at] * len(jobs), _UTC_MICROS),
-    }
-    for name, value in (constants or {}).items():
-        columns[name] = pa.array([value] * len(jobs), pa.string())
-    return pa.table(columns)
-
-
-def resolved_rejections_table(keys: list[str], constants: dict[str, str] | None = None) -> pa.Table:
-    """Rows that remove set-aside jobs (now loaded) from ``jobs_rejected``."""
-    columns = {
-        "rejection_key": pa.array(keys, pa.string()),
-        DELETED_COLUMN: pa.array([True] * len(keys), pa.bool_()),
-    }
-    for name, value in (constants or {}).items():
-        columns[name] = pa.array([value] * len(keys), pa.string())
-    return pa.table(columns)
-
-
 def left_jobs_table(jobs: dict[str, datetime], constants: dict[str, str] | None = None) -> pa.Table:
     """Rows that remove jobs from ``jobs``: they no longer match a status filter they were loaded under."""
     ids = sorted(jobs)
@@ -394,29 +325,6 @@ def fingerprint(job: dict[str, Any]) -> str:
     return hashlib.blake2b(
         orjson.dumps(job, option=orjson.OPT_SORT_KEYS), digest_size=8
     ).hexdigest()
-
-
-def follow_marks(jobs: list[dict[str, Any]]) -> tuple[dict[str, datetime], list[str]]:
-    """From jobs read only to be followed (never loaded): the open ones with their start, and the final ids.
-
-    A job whose id or start time cannot be read is skipped here: it is loaded (or set aside) from the
-    read that selects it under the run's filters.
-    """
-    open_jobs: dict[str, datetime] = {}
-    final: list[str] = []
-    for job in jobs:
-        job_id, raw_start, status = job.get("jobId"), job.get("startTime"), job.get("status")
-        if not isinstance(job_id, str) or not job_id or not isinstance(raw_start, str):
-            continue
-        try:
-            start = parse_api_time(raw_start)
-        except ValueError:
-            continue
-        if isinstance(status, int) and not isinstance(status, bool) and status in FINAL_STATUSES:
-            final.append(job_id)
-        else:
-            open_jobs[job_id] = start
-    return open_jobs, final
 
 
 def _within(start: int, bounds: Bounds) -> bool:
@@ -501,15 +409,3 @@ _FAST: dict[Callable[[Any], Any], Callable[[list[Any], pa.DataType], pa.Array | 
     _text: _fast_text,
     _time: _fast_time,
 }
-
-
-def _reject(job: dict[str, Any], reason: str, bounds: Bounds | None) -> RejectedJob:
-    job_id = job.get("jobId")
-    start = job.get("startTime")
-    return RejectedJob(
-        job_id=str(job_id) if job_id not in (None, "") else None,
-        start_time=str(start) if start is not None else None,
-        reason=reason,
-        raw=json.dumps(job, sort_keys=True, default=str),
-        bounds=bounds,
-    )

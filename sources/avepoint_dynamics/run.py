@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import logging
 import math
-from array import array
 from collections.abc import Callable, Iterator, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import chain
 from typing import Any
@@ -28,28 +26,18 @@ import dlt
 import pyarrow as pa
 
 from .auth import TokenProvider
-from .client import JobsClient
-from .credentials import AvePointCredentials
+from .claims import DuplicateClaim
 from .errors import ConfigError
 from .following import plan_follow
-from .incremental import FollowState, RunTracker, describe_filters
+from .incremental import FollowState, RunTracker, describe_filters, follow_marks
 from .model import JobsPage, PageSource, Window
-from .paging import WindowReader, _distinct
+from .paging import WindowReader
 from .plan import ReadPlan, plan_reads, plan_rescue
-from .query import JobsQuery
-from .retries import RetryPolicy
-from .rows import (
-    Bounds,
-    JobRows,
-    RejectedJob,
-    fingerprint,
-    follow_marks,
-    left_jobs_table,
-    rejected_table,
-    resolved_rejections_table,
-)
+from .rejected import Bounds, RejectedJob, rejected_table, resolved_rejections_table
+from .rows import JobRows, fingerprint, left_jobs_table
 from .service import ServiceFindings, probe_service
 from .settings import IN_PROGRESS_STATUS, MAX_PAGE_SIZE
+from .setup import JobsSetup
 from .times import api_time_or_none, format_api_time, from_micros, to_micros
 
 logger = logging.getLogger("avepoint_dynamics")
@@ -58,30 +46,6 @@ logger = logging.getLogger("avepoint_dynamics")
 REJECTED_TABLE = "jobs_rejected"
 #: Jobs converted to one Arrow table at a time: big enough for fast columnar loading, small for memory.
 BATCH_JOBS = 5_000
-
-
-@dataclass(frozen=True)
-class JobsSetup:
-    """Everything a run needs, validated: what to ask, who we are, how to connect."""
-
-    query: JobsQuery
-    credentials: AvePointCredentials
-    identity_root: str
-    verify: bool | str
-    retry: RetryPolicy
-    tenant: str | None = None
-
-    @property
-    def constants(self) -> dict[str, str]:
-        """Columns every row gets (``tenant``)."""
-        return {"tenant": self.tenant} if self.tenant else {}
-
-    def connect(self) -> tuple[TokenProvider, JobsClient]:
-        """A token provider and a jobs client for one run (close the client when done)."""
-        tokens = TokenProvider(
-            self.credentials, self.identity_root, verify=self.verify, retry=self.retry
-        )
-        return tokens, JobsClient(self.query, tokens, verify=self.verify, retry=self.retry)
 
 
 class JobsRun:
@@ -119,10 +83,8 @@ class JobsRun:
         self.follow_status = (
             IN_PROGRESS_STATUS if query.status is not None and query.status != 2 else None
         )
-        self.declared: bool | None = None
+        self.claim = DuplicateClaim()
         self._now = datetime.now(UTC)  # replaced by the service's time before anything is read
-        self._loaded_ids = array("q")
-        self._empty_schema: pa.Schema | None = None
 
     def batches(self) -> Iterator[Any]:
         """Arrow tables for ``jobs`` (and ``jobs_rejected``), with their hints; commits the state last."""
@@ -365,9 +327,7 @@ class JobsRun:
             outside += batch.outside
             strays += batch.strays
             if batch.table is not None:
-                self._empty_schema = batch.table.schema
-                self._remember_ids(batch.table)
-                yield self._with_duplicate_claim(batch.table, reader, strays)
+                yield self.claim.rows(batch.table, proven=not (reader.stats.may_repeat or strays))
             if batch.rejected:
                 yield self._rejected(batch.rejected, tracker)
         if outside or strays:
@@ -431,9 +391,7 @@ class JobsRun:
             logger.info(
                 "%d jobs left status %s since the last run: removed", len(left), self.query.status
             )
-            table = left_jobs_table(left, constants)
-            self._remember_ids(table)
-            yield self._with_duplicate_claim(table, None, 0)
+            yield self.claim.rows(left_jobs_table(left, constants), proven=True)
         elif left and self.query.status is None:
             for job_id in sorted(left):
                 logger.warning(
@@ -449,43 +407,12 @@ class JobsRun:
             yield dlt.mark.with_table_name(
                 resolved_rejections_table(resolved, constants), REJECTED_TABLE
             )
-        # The claim must hold for the whole run: a job whose start moved between two of its windows,
-        # or one read again to leave the filter, is one key in two rows.
-        if self.declared and _distinct(self._loaded_ids) != len(self._loaded_ids):
-            logger.info("a job came twice in this run: the load deduplicates")
-            empty = self._empty_schema.empty_table() if self._empty_schema is not None else None
-            if empty is not None:
-                self.declared = False
-                yield dlt.mark.with_hints(empty, _duplicates_hint(False))
-
-    def _with_duplicate_claim(
-        self, table: pa.Table, reader: WindowReader | None, strays: int
-    ) -> Any:
-        """The table, with the run's claim about duplicates when it changes.
-
-        When every window proved its ids distinct (rows = total = distinct ids), windows never overlap
-        and each job is kept from its own window only, dlt's merge skips its ``ROW_NUMBER()`` pass: ~3x
-        less merge time (bench/). A run that re-read a window, paged without a total or kept a job from
-        outside every window declares duplicates, and dlt deduplicates as before.
-        """
-        may_repeat = reader.stats.may_repeat if reader is not None else False
-        unique = not (may_repeat or strays) and self.declared is not False
-        if unique == self.declared:
-            return table
-        self.declared = unique
-        return dlt.mark.with_hints(table, _duplicates_hint(unique))
-
-    def _remember_ids(self, table: pa.Table) -> None:
-        self._loaded_ids.extend(hash(job_id) for job_id in table.column("job_id").to_pylist())
+        yield from self.claim.final()
 
 
 def _count(number: int, thing: str) -> str:
     """``1 page``, ``2,000 pages``."""
     return f"{number:,} {thing}{'' if number == 1 else 's'}"
-
-
-def _duplicates_hint(deduplicated: bool) -> Any:
-    return dlt.mark.make_hints(additional_table_hints={"x-stage-data-deduplicated": deduplicated})
 
 
 def _range_of(window: Window, ranges: list[Window]) -> Window:

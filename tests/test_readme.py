@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 ORCHESTRATORS = ROOT / "docs" / "orchestrators.md"
 ANALYSTS = ROOT / "docs" / "analysts.md"
+CONFIGURATION = ROOT / "docs" / "configuration.md"
 VENV_BIN = Path(sys.executable).parent
 #: Steps the test venvs have already done (see the module docstring).
 SKIPPED = re.compile(r"^(python3 -m venv \S+|(\S*/)?pip install .*)$")
@@ -136,6 +137,41 @@ def test_the_python_lines_load_the_source_into_a_dlt_pipeline(
 
     assert done.returncode == 0, done.stderr[-3000:]
     assert_rows_equal(duckdb_rows(tmp_path / "avepoint_dynamics.duckdb"), sim.world.ground_truth())
+
+
+def test_pointing_it_at_a_tenant(sim: Simulator, tmp_path: Path) -> None:
+    """The README's first-run sequence (check, check --deep, load, state), a tenant's config in env vars."""
+    (block,) = readme_blocks("## Point it at your tenant")
+    lines = as_run_here(block)
+    assert [line.split()[1] for line in lines] == ["check", "check", "load", "state"]
+    env = user_env(tmp_path / "home", VENV_BIN, **config_env(sim))
+
+    done = bash(lines, tmp_path, env)
+
+    assert "ok: token from" in done.stdout and "time window selects:" in done.stdout
+    assert_rows_equal(duckdb_rows(tmp_path / "avepoint_dynamics.duckdb"), sim.world.ground_truth())
+    assert '"cursor": "' in done.stdout and '"window_selects": "start"' in done.stdout
+
+
+def test_the_first_run_and_tenant_blocks_of_the_configuration_page(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    env = user_env(tmp_path / "home", VENV_BIN, **config_env(sim))
+    (first_run,) = readme_blocks("## First run against a new tenant", page=CONFIGURATION)
+    bash(as_run_here(first_run), tmp_path, env)
+    assert_rows_equal(duckdb_rows(tmp_path / "avepoint_dynamics.duckdb"), sim.world.ground_truth())
+
+    with Simulator(jobs=400, seed=9) as other:
+        sections = {
+            **config_env(sim, section="avepoint_dynamics_contoso"),
+            **config_env(other, section="avepoint_dynamics_fabrikam"),
+        }
+        (tenants,) = readme_blocks("## Several tenants", page=CONFIGURATION)
+        folder = tmp_path / "tenants"
+        folder.mkdir()
+        bash(as_run_here(tenants), folder, {**env, **sections})
+        rows = duckdb_rows(folder / "avepoint_dynamics.duckdb")
+    assert {row["tenant"] for row in rows.values()} == {"contoso", "fabrikam"}
 
 
 @pytest.mark.usefixtures("dagster_installed")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +114,69 @@ class Loader:
         return resource_state
 
 
+# ---------------------------------------------------------------------- the unit tier's guard
+_NETWORK_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+
+
+class UnitTierBreach(BaseException):
+    """A unit-marked test reached for the network or a database.
+
+    A ``BaseException``, not an ``OSError``: the code under test must not take it for a connection
+    failure and retry it, or turn it into one of its own errors.
+    """
+
+
+@pytest.fixture(autouse=True)
+def _unit_tier_opens_no_socket_and_no_database(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """A test marked ``unit`` fails if it connects or listens on a network socket or opens DuckDB.
+
+    The unit tier is what runs in seconds without a simulator or a database (``scripts/test -m unit``);
+    a test that needs either belongs to the integration tier: remove its ``unit`` mark. A breach is
+    raised where it happens and, in case something swallowed it (a worker thread), again at teardown.
+    """
+    if request.node.get_closest_marker("unit") is None:
+        yield
+        return
+    breaches: list[str] = []
+
+    def refuse(what: str) -> UnitTierBreach:
+        message = (
+            f"{request.node.nodeid} is marked unit but {what}; the unit tier runs without sockets "
+            "and databases: use the in-process stand-ins (tests/inprocess.py) or drop the unit mark"
+        )
+        breaches.append(message)
+        return UnitTierBreach(message)
+
+    def guarded(name: str) -> Any:
+        original = getattr(socket.socket, name)
+
+        def call(self: socket.socket, address: Any, *args: Any) -> Any:
+            if self.family in _NETWORK_FAMILIES:
+                verb = "listened on" if name == "bind" else "connected to"
+                raise refuse(f"{verb} {address!r} (socket.{name})")
+            return original(self, address, *args)
+
+        return call
+
+    for name in ("connect", "connect_ex", "bind"):
+        monkeypatch.setattr(socket.socket, name, guarded(name))
+
+    def no_connection(address: Any, *args: Any, **kwargs: Any) -> Any:
+        raise refuse(f"connected to {address!r} (socket.create_connection)")
+
+    def no_database(*args: Any, **kwargs: Any) -> Any:
+        raise refuse(f"opened a DuckDB database {args[:1]!r} (duckdb.connect)")
+
+    monkeypatch.setattr(socket, "create_connection", no_connection)
+    monkeypatch.setattr(duckdb, "connect", no_database)
+    yield
+    if breaches:
+        pytest.fail(breaches[0], pytrace=False)
+
+
+# ---------------------------------------------------------------------- the integration tier's parts
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
     with Simulator(jobs=3_000, seed=11) as simulator:

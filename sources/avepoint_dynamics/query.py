@@ -226,7 +226,7 @@ def _code(key: str, value: Any, names: dict[int, str], *, strict: bool) -> int |
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     valid = ", ".join(f"{code} ({name})" for code, name in names.items())
-    by_name = {name.replace(" ", "_"): code for code, name in names.items()}
+    by_name = {name.lower().replace(" ", "_"): code for code, name in names.items()}
     if isinstance(value, str) and not value.strip().lstrip("-").isdigit():
         name = value.strip().lower().replace(" ", "_").replace("-", "_")
         if name not in by_name:

@@ -31,21 +31,31 @@ class BadValue(ValueError):
     """A field of a job that cannot be turned into its column type."""
 
 
+_INT64 = range(-(2**63), 2**63)
+
+
 def _int(value: Any) -> int | None:
     if value is None:
         return None
     if type(value) is int:
-        return value
+        return _int64(value)
     if isinstance(value, bool):
         raise BadValue(f"{value!r} is not a number")
     if isinstance(value, float) and value.is_integer():
-        return int(value)
+        return _int64(int(value))
     if isinstance(value, str):
         try:
-            return int(value.strip())
+            return _int64(int(value.strip()))
         except ValueError:
             pass
     raise BadValue(f"{value!r} is not a whole number")
+
+
+def _int64(value: int) -> int:
+    # A bigint column: a larger number would crash the batch's Arrow array, not just this job.
+    if value not in _INT64:
+        raise BadValue(f"{value!r} does not fit a 64-bit integer")
+    return value
 
 
 def _float(value: Any) -> float | None:
@@ -391,6 +401,8 @@ def _fast_int(raw: list[Any], arrow_type: pa.DataType) -> pa.Array | None:
 
 def _fast_float(raw: list[Any], arrow_type: pa.DataType) -> pa.Array | None:
     array = pa.array(raw)
+    if array.type == pa.float64() and any(value.__class__ is bool for value in raw):
+        return None  # Arrow reads [1.5, true] as [1.5, 1.0]; the row path sets the job aside
     return array.cast(arrow_type) if array.type in (pa.float64(), pa.int64(), pa.null()) else None
 
 

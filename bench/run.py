@@ -592,7 +592,7 @@ _SNAPSHOT: list[Path] = []
 #: The project's packages: (folder in the repository, import name).
 PACKAGES = (
     ("sources/avepoint_dynamics", "avepoint_dynamics"),
-    ("sources/avepoint_simulator", "avepoint_simulator"),
+    ("simulator/avepoint_simulator", "avepoint_simulator"),
     ("pipelines", "avepoint_pipelines"),
 )
 

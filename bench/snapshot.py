@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 #: The project's packages: (folder in the repository, import name).
 PACKAGES = (
     ("sources/avepoint_dynamics", "avepoint_dynamics"),
-    ("sources/avepoint_simulator", "avepoint_simulator"),
+    ("simulator/avepoint_simulator", "avepoint_simulator"),
     ("pipelines", "avepoint_pipelines"),
 )
 #: Where the snapshot of the project's packages is (children import it, not the live working tree).

@@ -14,6 +14,7 @@ import duckdb
 from avepoint_dynamics import AvePointCredentials, avepoint_dynamics
 
 from .avepoint_pipeline import Target, default_pipelines_dir, run_load
+from .failures import EXIT_CONFIG
 
 #: The demo's night: how long it lasts and how many jobs run in it.
 NIGHT_HOURS = 10
@@ -34,10 +35,22 @@ REAL_TENANT = """To load a real tenant, put the app registration in .dlt/secrets
 
 then run:  avepoint-dynamics check   and   avepoint-dynamics load"""
 
+#: The simulator is a distribution of its own (simulator/ in the repository), not a dependency.
+SIMULATOR_MISSING = (
+    "error: the demo needs the AvePoint simulator, which is installed apart: "
+    "pip install -e ./simulator (from the repository's root)"
+)
+
 
 def run_demo(args: argparse.Namespace) -> int:
     """Start the simulator, load everything, let a night pass, load again, print what landed."""
-    from avepoint_simulator import Faults, Simulator
+    try:
+        from avepoint_simulator import Faults, Simulator
+    except ModuleNotFoundError as missing:
+        if missing.name != "avepoint_simulator":
+            raise  # the simulator is there, one of its dependencies is not: say which
+        print(SIMULATOR_MISSING, file=sys.stderr)
+        return EXIT_CONFIG
 
     duckdb_path = os.path.abspath(args.duckdb_path)
     workdir = default_pipelines_dir("duckdb", duckdb_path)

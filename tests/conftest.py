@@ -20,6 +20,9 @@ for _name in list(os.environ):
     if _name.startswith("SOURCES__AVEPOINT_DYNAMICS__"):
         del os.environ[_name]
 
+# The simulator's fixtures (avepoint_simulator, avepoint_simulator_factory) are opt-in: tests/simulator uses them.
+pytest_plugins = ["avepoint_simulator.testing"]
+
 
 def credentials_for(sim: Simulator, **overrides: Any) -> AvePointCredentials:
     """The simulator's default app as connector credentials (client secret unless overridden)."""

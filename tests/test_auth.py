@@ -307,7 +307,7 @@ def test_secrets_and_tokens_appear_nowhere(
             credentials=credentials_for(sim, client_secret=sim.client_secret + "x")
         )
 
-    issued = list(sim._identity._tokens)  # the simulator's own record of every token it handed out
+    issued = sim.issued_tokens()  # the simulator's own record of every token it handed out
     assert len(issued) >= 2
     needles = {
         "client secret": sim.client_secret,

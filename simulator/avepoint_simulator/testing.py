@@ -1,4 +1,7 @@
-"""pytest fixtures (registered as the ``avepoint_simulator`` pytest plugin).
+"""pytest fixtures, opt-in: ``pytest_plugins = ["avepoint_simulator.testing"]`` in your top conftest.py.
+
+Installing the simulator does not register them (no ``pytest11`` entry point), so they appear only in
+the pytest sessions that ask for them.
 
 ``avepoint_simulator``: a running simulator with 2,000 jobs, fresh for each test.
 ``avepoint_simulator_factory``: call it with :class:`Simulator` keywords to start more; all

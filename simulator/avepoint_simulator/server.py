@@ -15,16 +15,14 @@ import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from avepoint_simulator import api
 from avepoint_simulator.faults import Verdict
 from avepoint_simulator.identity import TokenError
-
-if TYPE_CHECKING:
-    from avepoint_simulator.simulator import Simulator
+from avepoint_simulator.service import ServedService
 
 __all__ = ["SimulatorHTTPServer"]
 
@@ -47,7 +45,8 @@ class SimulatorHTTPServer(ThreadingHTTPServer):
 
     Args:
         address: ``(host, port)``; port 0 picks a free one.
-        simulator: The simulator whose state the handlers serve.
+        service: What the handlers serve (identity, world, faults, stats, ...): nothing else of
+            the simulator reaches the server.
         ssl_context: Server TLS context, or None for plain HTTP.
     """
 
@@ -58,10 +57,12 @@ class SimulatorHTTPServer(ThreadingHTTPServer):
     def __init__(
         self,
         address: tuple[str, int],
-        simulator: Simulator,
+        service: ServedService,
         ssl_context: ssl.SSLContext | None,
     ) -> None:
-        self.simulator = simulator
+        self.service = service
+        #: The host asked for (``server_address`` holds what it was bound as).
+        self.host = address[0]
         self.ssl_context = ssl_context
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
@@ -119,13 +120,13 @@ class Handler(BaseHTTPRequestHandler):
     def date_time_string(self, timestamp: float | None = None) -> str:
         """The ``Date`` header, on the service's clock (which may be offset from this machine's)."""
         return super().date_time_string(
-            self.sim.clock.seconds() if timestamp is None else timestamp
+            self.service.clock.seconds() if timestamp is None else timestamp
         )
 
     # ------------------------------------------------------------------ plumbing
     @property
-    def sim(self) -> Simulator:
-        return self.server.simulator
+    def service(self) -> ServedService:
+        return self.server.service
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -169,7 +170,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _root(self) -> str:
         scheme = "https" if self.server.ssl_context is not None else "http"
-        host = self.headers.get("Host") or f"{self.sim.host}:{self.sim.port}"
+        host = self.headers.get("Host") or f"{self.server.host}:{self.server.server_port}"
         return f"{scheme}://{host}"
 
     # ------------------------------------------------------------------ routing
@@ -228,12 +229,12 @@ class Handler(BaseHTTPRequestHandler):
             self._other(405, f"Method {self.command} is not allowed here; use {method}.", endpoint)
             return
         if endpoint == "discovery":
-            self.sim._stats.record(endpoint, 200)
+            self.service.stats.record(endpoint, 200)
             self._send_json(
                 200,
-                self.sim._identity.jwks()
+                self.service.identity.jwks()
                 if lower == JWKS_PATH
-                else self.sim._identity.discovery(self._root()),
+                else self.service.identity.discovery(self._root()),
             )
         elif endpoint == "token":
             self._token(body)
@@ -241,7 +242,7 @@ class Handler(BaseHTTPRequestHandler):
             self._jobs(endpoint, body, query)
 
     def _other(self, status: int, message: str, endpoint: str = "other") -> None:
-        self.sim._stats.record(endpoint, status)
+        self.service.stats.record(endpoint, status)
         self._send_json(status, api.error_body(status, message))
 
     # ------------------------------------------------------------------ faults
@@ -263,7 +264,7 @@ class Handler(BaseHTTPRequestHandler):
     def _send_maybe_truncated(
         self, status: int, body: bytes, headers: dict[str, str] | None = None
     ) -> None:
-        keep = self.sim._injector.truncate(self.sim.faults)
+        keep = self.service.injector.truncate(self.service.faults())
         if keep is not None and len(body) > 1:
             # A complete HTTP answer (Content-Length matches) whose JSON stops mid-way.
             body = body[: max(1, min(len(body) - 1, int(len(body) * keep)))]
@@ -271,26 +272,26 @@ class Handler(BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------------ identity
     def _token(self, body: bytes) -> None:
-        sim = self.sim
-        sim._stats.token_request()
-        faults = sim.faults
+        service = self.service
+        service.stats.token_request()
+        faults = service.faults()
         status: int | str = 500
         try:
             if faults.latency_ms:
                 time.sleep(faults.latency_ms / 1000)
-            verdict = sim._injector.before_token(faults)
+            verdict = service.injector.before_token(faults)
             if verdict is None and faults.faults_on_token:
-                verdict = sim._injector.before(faults, 1, sim.clock.seconds())
+                verdict = service.injector.before(faults, 1, service.clock.seconds())
             if verdict is not None:
                 status = self._apply_verdict(verdict)
                 return
             root = self._root()
             try:
-                payload = sim._identity.issue(
+                payload = service.identity.issue(
                     self.headers.get("Content-Type", ""),
                     body,
                     self.headers.get("Authorization"),
-                    {sim.token_url, f"{root}{TOKEN_PATH}"},
+                    {service.token_url(), f"{root}{TOKEN_PATH}"},
                     faults.token_lifetime_s,
                 )
             except TokenError as err:
@@ -308,22 +309,22 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 self._send(200, data, headers=headers)
         finally:
-            sim._stats.record("token", status)
+            service.stats.record("token", status)
 
     # ------------------------------------------------------------------ jobs
     def _jobs(self, endpoint: str, body: bytes, query: str) -> None:
-        sim = self.sim
-        in_flight = sim._stats.enter_jobs()
+        service = self.service
+        in_flight = service.stats.enter_jobs()
         status: int | str = 500
         try:
-            faults = sim.faults
+            faults = service.faults()
             if faults.latency_ms:
                 time.sleep(faults.latency_ms / 1000)
-            verdict = sim._injector.before(faults, in_flight, sim.clock.seconds())
+            verdict = service.injector.before(faults, in_flight, service.clock.seconds())
             if verdict is not None:
                 status = self._apply_verdict(verdict)
                 return
-            problem = sim._identity.check_bearer(self.headers.get("Authorization"))
+            problem = service.identity.check_bearer(self.headers.get("Authorization"))
             if problem is not None:
                 status = 401
                 self._send_json(
@@ -350,10 +351,10 @@ class Handler(BaseHTTPRequestHandler):
                 self._send_json(err.status, api.error_body(err.status, err.message, err.field))
                 return
             if faults.churn_per_page:
-                sim.world.churn(faults.churn_per_page)
+                service.world.churn(faults.churn_per_page)
             request = api.with_window_reading(request, faults.window, faults.window_start_exclusive)
             payload = api.answer(
-                sim.world,
+                service.world,
                 request,
                 newest_first=faults.sort == "newest",
                 wrapper=faults.wrapper,
@@ -373,8 +374,8 @@ class Handler(BaseHTTPRequestHandler):
                 raise
             self._send_json(500, api.error_body(500, f"Simulator error: {exc!r}"))
         finally:
-            sim._stats.leave_jobs()
-            sim._stats.record(endpoint, status)
+            service.stats.leave_jobs()
+            service.stats.record(endpoint, status)
 
     def _send_malformed(self, kind: str, payload: dict[str, Any]) -> None:
         if kind == "not_json":
@@ -392,36 +393,36 @@ class Handler(BaseHTTPRequestHandler):
         if not ipaddress.ip_address(self.client_address[0]).is_loopback:
             self._send_json(403, {"error": "the simulator's controls answer loopback clients only"})
             return
-        sim = self.sim
+        service = self.service
         try:
             payload = json.loads(body) if body.strip() else {}
             if not isinstance(payload, dict):
                 raise ValueError("the body must be a JSON object")
             if action == "stats" and self.command in ("GET", "HEAD"):
-                self._send_json(200, sim.stats())
+                self._send_json(200, service.stats.snapshot())
             elif action == "reset_stats" and self.command == "POST":
-                sim.reset_stats()
-                self._send_json(200, sim.stats())
+                service.stats.reset()
+                self._send_json(200, service.stats.snapshot())
             elif action == "faults" and self.command in ("GET", "HEAD"):
-                self._send_json(200, sim.faults.as_dict())
+                self._send_json(200, service.faults().as_dict())
             elif action == "faults" and self.command == "POST":
                 if "error_statuses" in payload:
                     payload["error_statuses"] = tuple(payload["error_statuses"])
-                sim.set_faults(**payload)
-                self._send_json(200, sim.faults.as_dict())
+                service.set_faults(**payload)
+                self._send_json(200, service.faults().as_dict())
             elif action == "jobs" and self.command == "POST":
                 self._send_json(200, self._control_jobs(payload))
             elif action == "ground_truth" and self.command == "GET":
                 self._stream_ground_truth()
             elif action == "info" and self.command == "GET":
-                self._send_json(200, sim.connection_info())
+                self._send_json(200, service.connection_info())
             else:
                 self._send_json(404, {"error": f"no control {self.command} /_simulator/{action}"})
         except (ValueError, TypeError, KeyError) as exc:
             self._send_json(400, {"error": str(exc)})
 
     def _control_jobs(self, payload: dict[str, Any]) -> dict[str, Any]:
-        world = self.sim.world
+        world = self.service.world
         out: dict[str, Any] = {}
         if payload.get("finish_running"):
             ids = payload["finish_running"] if isinstance(payload["finish_running"], list) else None
@@ -448,7 +449,7 @@ class Handler(BaseHTTPRequestHandler):
         chunk(b"[")
         batch: list[str] = []
         first = True
-        for job in self.sim.world.iter_ground_truth():
+        for job in self.service.world.iter_ground_truth():
             batch.append(json.dumps(job))
             if len(batch) == 1000:
                 chunk((b"" if first else b",") + ",".join(batch).encode())

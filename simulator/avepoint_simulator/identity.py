@@ -361,6 +361,11 @@ class Identity:
                 raise TokenError("invalid_client", "client_assertion jti was already used (replay)")
             self._seen_jti[jti] = float(exp)
 
+    def issued_tokens(self) -> list[str]:
+        """The access tokens handed out and still held (live, or expired and not yet pruned)."""
+        with self._lock:
+            return list(self._tokens)
+
     def check_bearer(self, authorization: str | None) -> str | None:
         """None when the Authorization header carries a live token, else why not."""
         if not authorization or authorization[:7].lower() != "bearer ":

@@ -23,6 +23,7 @@ from avepoint_simulator.faults import FaultInjector, Faults
 from avepoint_simulator.identity import SCOPE, App, Identity
 from avepoint_simulator.jobs_store import JobStore
 from avepoint_simulator.server import TOKEN_PATH, SimulatorHTTPServer
+from avepoint_simulator.service import ServedService
 from avepoint_simulator.stats import Stats
 from avepoint_simulator.times import ServiceClock, ticks_from_datetime
 from avepoint_simulator.world import World
@@ -138,7 +139,9 @@ class Simulator:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.minimum_version = ssl.TLSVersion.TLSv1_2  # as AvePoint's hosts
             context.load_cert_chain(self._server_tls.cert_file, self._server_tls.key_file)
-        self._server = SimulatorHTTPServer((self.host, self._requested_port), self, context)
+        self._server = SimulatorHTTPServer(
+            (self.host, self._requested_port), self._served(), context
+        )
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.02},
@@ -182,6 +185,20 @@ class Simulator:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+    def _served(self) -> ServedService:
+        """What the server's handlers get of this simulator (they see nothing else of it)."""
+        return ServedService(
+            identity=self._identity,
+            world=self.world,
+            stats=self._stats,
+            injector=self._injector,
+            clock=self.clock,
+            faults=lambda: self._faults,
+            set_faults=self.set_faults,
+            token_url=lambda: self.token_url,
+            connection_info=self.connection_info,
+        )
 
     def _run_clock(self) -> None:
         assert self.arrivals_per_minute
@@ -311,3 +328,8 @@ class Simulator:
     def reset_stats(self) -> None:
         """Zero the counters."""
         self._stats.reset()
+
+    def issued_tokens(self) -> list[str]:
+        """Every access token the identity service has handed out and still remembers (expired
+        ones are forgotten once more than 1,000 are held), oldest first."""
+        return self._identity.issued_tokens()

@@ -15,17 +15,19 @@ from typing import Any
 import pyarrow as pa
 import pytest
 from avepoint_dynamics import rows
-from avepoint_dynamics.rows import (
+from avepoint_dynamics.incremental import follow_marks
+from avepoint_dynamics.rejected import (
     DELETED_COLUMN,
-    JOB_COLUMNS,
-    JobRows,
     RejectedJob,
-    dlt_columns,
-    fingerprint,
-    follow_marks,
-    left_jobs_table,
     rejected_table,
     resolved_rejections_table,
+)
+from avepoint_dynamics.rows import (
+    JOB_COLUMNS,
+    JobRows,
+    dlt_columns,
+    fingerprint,
+    left_jobs_table,
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st

@@ -20,7 +20,8 @@ from avepoint_dynamics.client import JobsPage
 if TYPE_CHECKING:
     from .tenant_runs import TenantResult
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: ``tenant``: ``"tenant <name>: "`` when a tenant's run logged it (:class:`TenantOfRecord`), else empty.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(tenant)s%(message)s"
 _ERASE = "\r\033[K"
 _UP = "\033[A"
 
@@ -91,12 +92,24 @@ class LiveLine:
         self._drawn = len(lines)
 
 
+class TenantOfRecord(logging.Filter):
+    """Names the tenant whose run logged a record (``load --tenants``): its thread is running that tenant."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from .tenant_runs import tenant_of_thread
+
+        tenant = tenant_of_thread(record.thread)
+        record.tenant = f"tenant {tenant}: " if tenant else ""
+        return True
+
+
 class LiveLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """A stderr handler that erases the live line before a record and redraws it after."""
 
     def __init__(self, live: LiveLine) -> None:
         super().__init__(live.stream)
         self.live = live
+        self.addFilter(TenantOfRecord())
 
     def emit(self, record: logging.LogRecord) -> None:
         with self.live.lock:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -31,6 +32,14 @@ from .tenants import checked_tenants, tenant_source, tenant_target
 from .views import refresh_views_after_load
 
 logger = logging.getLogger(__name__)
+
+#: Which tenant each thread is running now (thread id → tenant), for log lines that name it.
+_RUNNING: dict[int, str] = {}
+
+
+def tenant_of_thread(thread_id: int | None) -> str | None:
+    """The tenant a thread is running now (its log records are that tenant's), or None."""
+    return _RUNNING.get(thread_id) if thread_id is not None else None
 
 
 @dataclass
@@ -118,12 +127,15 @@ def run_tenants(
         watcher = watch(tenant) if watch else None
         result = TenantResult(tenant)
         started = time.monotonic()
+        _RUNNING[threading.get_ident()] = tenant
         try:
             result.load_info = run_tenant(tenant, target, on_page=watcher, **source_args)
         except Exception as error:  # reported per tenant; the others go on
             # The caller reports it (the CLI in one line per tenant); dlt's lookup trace is long.
-            logger.debug("tenant %s failed: %s: %s", tenant, type(error).__name__, error)
+            logger.debug("failed: %s: %s", type(error).__name__, error)
             result.error = error
+        finally:
+            _RUNNING.pop(threading.get_ident(), None)
         result.seconds = time.monotonic() - started
         if watcher:
             watcher.done(result)

@@ -7,6 +7,11 @@ tenant's rows compared with its simulator's ground truth, field by field.
 
 from __future__ import annotations
 
+import os
+import pty
+import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -303,3 +308,141 @@ def test_duckdb_tenants_read_side_by_side_and_write_one_at_a_time(
     # read side by side, written one at a time
     assert steps.overlapping("extract")
     assert not steps.overlapping("load")
+
+
+# ---------------------------------------------------------------------------------------- command line
+def _cli_env(sims: dict[str, Simulator]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOURCES__")}
+    for tenant, sim in sims.items():
+        env.update(
+            config_env(sim, f"avepoint_dynamics_{tenant}", lookback_minutes="0", max_attempts="2")
+        )
+    return env
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "avepoint_pipelines.cli", *args]
+
+
+def _on_a_terminal(command: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
+    """Run ``command`` with stderr on a pseudo-terminal: exit code, stdout, what the terminal got."""
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=follower)
+    os.close(follower)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        screen += chunk
+    code = process.wait(timeout=300)
+    os.close(leader)
+    assert process.stdout is not None
+    return code, process.stdout.read().decode(), screen.decode(errors="replace")
+
+
+def test_cli_parallel_shows_a_line_per_tenant_and_exits_with_the_worst(tmp_path: Path) -> None:
+    names = ["alpha", "bravo", "charlie"]
+    with ExitStack() as stack:
+        sims = {
+            t: stack.enter_context(Simulator(jobs=2_000, seed=600 + n, latency_ms=20))
+            for n, t in enumerate(names)
+        }
+        sims["bravo"].set_faults(error_rate=1.0)
+        env = _cli_env(sims)
+        # a fourth tenant with no section at all: its own one-line config error (exit 2)
+        command = _cli(
+            "load", "--tenants", "alpha,bravo,charlie,delta", "--parallel", "3",
+            "--page-size", "20", "--max-concurrency", "2",
+            "--duckdb-path", str(tmp_path / "jobs.duckdb"),
+        )  # fmt: skip
+
+        code, out, screen = _on_a_terminal(command, env, tmp_path)
+
+        assert code == 4, screen[-2000:]  # the worst: bravo's service (4), over delta's config (2)
+        truths = {t: sims[t].world.ground_truth() for t in ("alpha", "charlie")}
+    # one live line per running tenant, redrawn in place; each settles into a line of its own
+    assert re.search(r"alpha: pages \d+ · jobs [\d,]+ / 2,000", screen)
+    assert re.search(r"\w+: pages [^\r\n]* ETA [^\r\n]*\r\n\w+: pages ", screen)  # two at once
+    for tenant in ("alpha", "charlie"):
+        assert re.search(
+            rf"\x1b\[K{tenant}: done in [\d.]+ s · pages 100 · jobs 2,000 / 2,000", screen
+        )
+    # the connector's own log lines name their tenant
+    assert re.search(r"INFO avepoint_dynamics: tenant alpha: read 2,000 jobs in 100 pages", screen)
+    errors = [line for line in screen.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2 and errors[0].startswith("error: tenant bravo: gave up on page 1")
+    assert errors[1].startswith(
+        "error: tenant delta: missing credentials: set sources.avepoint_dynamics_delta"
+    )
+    assert re.findall(
+        r"^tenant (\w+): loaded 2,000 jobs from 100 pages into duckdb:avepoint", out, re.M
+    ) == [
+        "alpha",
+        "charlie",
+    ]
+    for tenant, truth in truths.items():
+        rows = Tenants({}, Target(duckdb_path=str(tmp_path / "jobs.duckdb"))).rows(
+            lambda sql: _duckdb_rows(tmp_path / "jobs.duckdb", sql)
+        )
+        assert_rows_equal(rows[tenant], truth)
+
+
+def _duckdb_rows(path: Path, sql: str) -> list[dict[str, Any]]:
+    with duckdb.connect(str(path), read_only=True) as con:
+        cursor = con.execute(sql)
+        columns = [d[0] for d in cursor.description]
+        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--tenants", "a,b", "--parallel", "0"], "error: --parallel 0: give 1 or more tenants at once"),
+        (["--parallel", "2"], "error: --parallel 2 runs several tenants at once: name them with --tenants a,b,c"),
+        (["--tenant", "a", "--tenants", "a,b"], "error: --tenant and --tenants both given: --tenant NAME for one, --tenants a,b for several"),
+        (["--tenants", " , "], "error: --tenants ' , ' names no tenant; give them like --tenants a,b"),
+    ],
+    ids=["zero", "without_tenants", "both", "empty"],
+)  # fmt: skip
+def test_cli_tenant_flags_that_do_not_fit_get_one_line(
+    args: list[str], says: str, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOURCES__")}
+    done = subprocess.run(
+        _cli("load", *args, "--duckdb-path", str(tmp_path / "j.duckdb")),
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr.splitlines()) == (2, [says])
+    assert not (tmp_path / "j.duckdb").exists()
+
+
+def test_two_processes_loading_tenants_into_one_duckdb_file_take_turns(tmp_path: Path) -> None:
+    """Two schedulers' tasks at once (Dagster partitions, Airflow tasks): DuckDB lets one process write."""
+    names = ["alpha", "bravo"]
+    with ExitStack() as stack:
+        sims = {
+            t: stack.enter_context(Simulator(jobs=6_000, seed=700 + n)) for n, t in enumerate(names)
+        }
+        env = _cli_env(sims)
+        path = tmp_path / "jobs.duckdb"
+        processes = [
+            subprocess.Popen(
+                _cli("load", "--tenant", tenant, "--duckdb-path", str(path), "-q"),
+                env=env,
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for tenant in names
+        ]
+        outcomes = [(p.wait(timeout=300), p.stderr.read() if p.stderr else "") for p in processes]
+
+        assert outcomes == [(0, ""), (0, "")], outcomes
+        rows = Tenants({}, Target(duckdb_path=str(path))).rows(lambda sql: _duckdb_rows(path, sql))
+        for tenant, sim in sims.items():
+            assert_rows_equal(rows[tenant], sim.world.ground_truth())

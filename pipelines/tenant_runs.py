@@ -19,12 +19,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from avepoint_dynamics import ConfigError
 from avepoint_dynamics.model import JobsPage
 from dlt.common.pipeline import LoadInfo
 from dlt.common.runtime import signals
+from dlt.pipeline.pipeline import Pipeline
 
 from .avepoint_pipeline import Target, exclusive_run, make_pipeline, run_in_steps
 from .shared_dataset import dataset_writer
@@ -149,10 +150,17 @@ def run_tenants(
     loaded = [result for result in results if result.ok]
     if loaded:
         # Once, after every tenant: the views follow the table's columns, whoever loaded.
-        pipeline = loaded[0].load_info.pipeline
-        with dataset_writer(tenant_target(target, loaded[0].tenant).duckdb_file):
-            refresh_views_after_load(pipeline)
+        refresh_views(loaded[0].load_info, target)
     return results
+
+
+def refresh_views(info: LoadInfo, target: Target) -> None:
+    """The analyst views, after a tenant loaded: through its pipeline (for DuckDB, as the file's writer).
+
+    A failure is logged, never raised (:func:`~avepoint_pipelines.views.refresh_views_after_load`).
+    """
+    with dataset_writer(target.duckdb_file):
+        refresh_views_after_load(cast(Pipeline, info.pipeline))
 
 
 def _side_by_side(

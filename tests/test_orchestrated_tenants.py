@@ -8,7 +8,9 @@ run again once the service is back, it is exact too.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -182,3 +184,116 @@ def test_dagster_without_tenant_sections_keeps_the_one_unpartitioned_asset(
     assert asset.partitions_def is None
     partitioned = given.resolve_assets_def(dagster_defs.JOBS_ASSET).partitions_def
     assert partitioned is not None and partitioned.get_partition_keys() == ["a", "b"]
+
+
+# ---------------------------------------------------------------------------------------- Airflow
+TENANTS_DAG_SHAPE = """
+import json
+from avepoint_pipelines.airflow_dag import dag
+print(json.dumps({
+    t.task_id: {
+        "type": type(t).__name__,
+        "trigger_rule": getattr(t.trigger_rule, "value", t.trigger_rule),
+        "then": sorted(t.downstream_task_ids),
+    }
+    for t in dag.tasks
+}))
+"""
+
+
+def test_airflow_maps_a_task_per_tenant_and_a_failed_tenant_fails_only_its_own(
+    world: World,
+    tmp_path: Path,
+    airflow_python: Path,  # noqa: F811
+) -> None:
+    home = tmp_path / "airflow"
+    (home / "dags").mkdir(parents=True)
+    (home / "dags" / "avepoint_dynamics_dag.py").write_text(DAG_FILE)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SOURCES__")},
+        **world.env,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    }
+    airflow = str(airflow_python.parent / "airflow")
+
+    def run(*command: str, fails: bool = False) -> str:
+        done = subprocess.run(
+            command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600
+        )
+        assert (done.returncode != 0) == fails, (
+            f"{command} ended {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+        )
+        return done.stdout
+
+    def listed(*command: str) -> Any:
+        """The JSON an ``airflow ... -o json`` command prints (after any warning lines)."""
+        lines = run(airflow, *command, "-o", "json").strip().splitlines()
+        return json.loads(next(line for line in reversed(lines) if line.startswith("[")))
+
+    def states() -> dict[str, str]:
+        """Task states of the latest DAG run: ``load_tenant[<tenant>]``, ``analyst_views``, ..."""
+        runs = listed("dags", "list-runs", "avepoint_dynamics_jobs")
+        latest = max(runs, key=lambda r: r["start_date"])["run_id"]
+        named = {}
+        for task in listed("tasks", "states-for-dag-run", "avepoint_dynamics_jobs", latest):
+            name = task["task_id"].split(".")[-1]
+            if task["map_index"] not in ("", "-1"):
+                name += f"[{NAMES[int(task['map_index'])]}]"
+            named[name] = task["state"]
+        return named
+
+    run(airflow, "db", "migrate")
+    shape = json.loads(run(str(airflow_python), "-c", TENANTS_DAG_SHAPE).strip().splitlines()[-1])
+    assert shape == {
+        "avepoint_dynamics.load_tenant": {
+            "type": "MappedOperator",
+            "trigger_rule": "all_success",
+            "then": ["analyst_views", "some_tenant_failed"],
+        },
+        "analyst_views": {"type": "PythonOperator", "trigger_rule": "all_done", "then": []},
+        "some_tenant_failed": {"type": "PythonOperator", "trigger_rule": "one_failed", "then": []},
+    }
+    world.sims[FAILING].set_faults(error_rate=1.0)
+
+    run(
+        airflow, "dags", "test", "avepoint_dynamics_jobs", fails=True
+    )  # the run fails: a tenant did
+
+    assert states() == {
+        "load_tenant[contoso]": "success",
+        "load_tenant[fabrikam]": "failed",
+        "load_tenant[northwind]": "success",
+        "analyst_views": "success",
+        "some_tenant_failed": "failed",
+    }
+    world.assert_exact("contoso", "northwind")
+    assert world.rows()[FAILING] == {}
+
+    # the failed tenant alone, once its service is back
+    world.sims[FAILING].set_faults(error_rate=0.0)
+    runs = listed("dags", "list-runs", "avepoint_dynamics_jobs")
+    run_id = max(runs, key=lambda r: r["start_date"])["run_id"]
+    before = {t: _jobs_requests(sim) for t, sim in world.sims.items()}
+    index = str(NAMES.index(FAILING))
+    test_task = ("tasks", "test", "avepoint_dynamics_jobs", "avepoint_dynamics.load_tenant")
+    run(airflow, *test_task, run_id, "--map-index", index)
+    world.assert_exact(*NAMES)
+    assert {
+        t: _jobs_requests(sim) - before[t] for t, sim in world.sims.items() if t != FAILING
+    } == {
+        "contoso": 0,
+        "northwind": 0,
+    }
+
+    full = {t: _jobs_requests(sim) for t, sim in world.sims.items()}
+    world.night()
+
+    run(airflow, "dags", "test", "avepoint_dynamics_jobs")
+
+    assert set(states().values()) == {"success", "skipped"}
+    world.assert_exact(*NAMES)
+    for tenant, sim in world.sims.items():
+        # each task's working folder was new: the state came back from the tenant's own rows
+        assert _jobs_requests(sim) < full[tenant] / 3

@@ -13,6 +13,9 @@ Configuration, all read when the task runs (nothing is fetched or checked while 
 - the source: dlt config, ``[sources.avepoint_dynamics]`` in ``dags/.dlt/*.toml`` or the
   ``SOURCES__AVEPOINT_DYNAMICS__*`` env vars (``PipelineTasksGroup`` makes the dags folder dlt's project
   folder);
+- several tenants: a ``[sources.avepoint_dynamics_<tenant>]`` section each (or
+  ``SOURCES__AVEPOINT_DYNAMICS_<TENANT>__*`` env vars), found when Airflow parses the file: the load is
+  then one mapped task per tenant (:func:`build_dag`);
 - where it goes: ``AVEPOINT_DESTINATION`` (a dlt destination name, default ``duckdb``),
   ``AVEPOINT_DATASET``, ``AVEPOINT_PIPELINE_NAME`` and, for DuckDB, ``AVEPOINT_DUCKDB_PATH``; the
   destination's credentials come from dlt config (e.g. ``DESTINATION__POSTGRES__CREDENTIALS``).
@@ -47,6 +50,10 @@ from .avepoint_pipeline import (
     load_file_format,
     make_pipeline,
 )
+from .failures import describe_failure
+from .shared_dataset import dataset_writer
+from .tenant_runs import run_tenant
+from .tenants import checked_tenants, configured_tenants
 from .views import refresh_views_after_load
 
 DAG_ID = "avepoint_dynamics_jobs"
@@ -91,17 +98,56 @@ def refresh_views(target: Target) -> None:
 
     The load task wiped its working folder; the views need only the destination and the dataset.
     """
-    with tempfile.TemporaryDirectory(prefix="avepoint-views-") as folder:
+    with (
+        tempfile.TemporaryDirectory(prefix="avepoint-views-") as folder,
+        dataset_writer(target.duckdb_file),
+    ):
         refresh_views_after_load(make_pipeline(replace(target, pipelines_dir=folder)))
 
 
-def build_dag() -> DAG:
+class TenantFailed(Exception):
+    """A tenant's load failed: one line naming the tenant and what to fix (the cause is chained)."""
+
+
+def load_tenant(tenant: str, target: Target) -> None:
+    """One mapped task: the tenant's own pipeline, in a fresh working folder wiped afterwards.
+
+    As with ``PipelineTasksGroup``, the tenant's state comes back from the destination each time (its
+    rows in ``_dlt_pipeline_state``, under the tenant's pipeline name).
+    """
+    log_dlt_to_stdout()
+    with tempfile.TemporaryDirectory(prefix=f"avepoint-{tenant}-") as folder:
+        try:
+            run_tenant(tenant, replace(target, pipelines_dir=folder))
+        except Exception as error:
+            raise TenantFailed(f"tenant {tenant}: {describe_failure(error).message}") from error
+
+
+def some_tenant_failed() -> None:
+    """Runs only when a tenant's task failed: it fails too, so the DAG run is marked failed.
+
+    Airflow gives a run the state of its last tasks; the views run whatever the tenants did
+    (``all_done``) and would make a run with a failed tenant look successful.
+    """
+    raise TenantFailed(
+        "a tenant's load failed: see the failed load_tenant task (its map index names it)"
+    )
+
+
+def build_dag(tenants: list[str] | None = None) -> DAG:
     """The DAG: one task (``decompose="none"``) that loads the ``jobs`` resource, then the views.
 
     Why not ``decompose="serialize"``: the source has a single resource (``jobs``; ``jobs_rejected`` is
     a table variant it yields), so decomposing would make the same one task, and it needs the source
     object at parse time, which would resolve the credentials and validate the config on every parse of
     the dags folder. A callable (``jobs_source``) defers that to the task run.
+
+    With tenants (given, or a ``[sources.avepoint_dynamics_<tenant>]`` section each in dlt config): one
+    mapped task per tenant (``load_tenant``, dynamic task mapping, its map index shows the tenant), each
+    through the tenant's own dlt pipeline; a tenant that fails fails its task only. Then the views
+    (``all_done``: after every tenant, failed or not) and ``some_tenant_failed``, which fails the run
+    when a tenant did. The tenants' tasks may run at once on several workers: PostgreSQL and other
+    warehouses load side by side; a DuckDB file is written by one task at a time (the others wait).
     """
     target = target_from_env()
     with DAG(
@@ -116,13 +162,18 @@ def build_dag() -> DAG:
         default_args={"retries": 0, "execution_timeout": timedelta(hours=6)},
         tags=["avepoint", "dlt"],
     ) as dag:
-        # The task group must exist before the pipeline: it points dlt's data dir at a fresh folder.
+        # The task group must exist before the pipeline: it points dlt's data dir at a fresh folder,
+        # and makes the dags folder dlt's project folder (where tenant sections are looked for).
         tasks = PipelineTasksGroup(
             target.pipeline_name,
             use_data_folder=False,
             wipe_local_data=True,
             log_progress_period=60.0,
         )
+        names = checked_tenants(tenants if tenants is not None else configured_tenants())
+        if names:
+            _map_tenants(tasks, target, names)
+            return dag
         load = tasks.add_run(
             make_pipeline(target),
             jobs_source,
@@ -136,6 +187,32 @@ def build_dag() -> DAG:
         )
         load[-1] >> views
     return dag
+
+
+def _map_tenants(group: PipelineTasksGroup, target: Target, tenants: list[str]) -> None:
+    """``load_tenant`` mapped over the tenants in ``group``, then the views and the failure check."""
+    with group:
+        loads = PythonOperator.partial(
+            task_id="load_tenant",
+            python_callable=load_tenant,
+            op_kwargs={"target": target},
+            map_index_template="{{ task.op_args[0] }}",
+            retries=0,
+        ).expand(op_args=[[tenant] for tenant in tenants])
+    views = PythonOperator(
+        task_id="analyst_views",
+        python_callable=refresh_views,
+        op_args=[target],
+        trigger_rule="all_done",
+        retries=0,
+    )
+    failed = PythonOperator(
+        task_id="some_tenant_failed",
+        python_callable=some_tenant_failed,
+        trigger_rule="one_failed",
+        retries=0,
+    )
+    loads >> [views, failed]
 
 
 dag = build_dag()

@@ -14,10 +14,12 @@ from typing import Any
 
 import dlt
 from avepoint_dynamics import AvePointError
+from dlt.common.destination.reference import Destination
 from dlt.common.pipeline import LoadInfo
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.pipeline import Pipeline
 
+from .shared_dataset import dataset_writer, retry_schema_races
 from .views import refresh_views_after_load
 
 logger = logging.getLogger(__name__)
@@ -49,6 +51,9 @@ class Target:
             spills enough to cost ~0.25 s per 100,000 jobs. None: DuckDB's default.
         duckdb_threads: DuckDB's ``threads`` while loading; 1 halves its working memory, and loads are
             mostly small incremental merges. None: DuckDB's default (one per core).
+        staging_dataset_layout: dlt's ``staging_dataset_name_layout``, where merges stage their rows
+            (a tenant's own: :mod:`avepoint_pipelines.shared_dataset`). None: dlt config, else
+            ``"%s_staging"``.
     """
 
     destination: str = "duckdb"
@@ -58,6 +63,12 @@ class Target:
     pipelines_dir: str | None = None
     duckdb_memory_limit: str | None = "40MB"
     duckdb_threads: int | None = 1
+    staging_dataset_layout: str | None = None
+
+    @property
+    def duckdb_file(self) -> str | None:
+        """The DuckDB file when the destination is DuckDB, else None."""
+        return self.duckdb_path if self.destination == "duckdb" else None
 
 
 class PipelineBusy(AvePointError):
@@ -102,11 +113,17 @@ def exclusive_run(pipeline: Pipeline) -> Iterator[None]:
 def make_pipeline(target: Target) -> Pipeline:
     """A dlt pipeline for ``target``; DuckDB writes to ``target.duckdb_path``."""
     destination: Any = target.destination
+    layout: dict[str, Any] = {}
+    if target.staging_dataset_layout:
+        layout["staging_dataset_name_layout"] = target.staging_dataset_layout
     if target.destination == "duckdb":
         credentials = DuckDbCredentials(os.path.abspath(target.duckdb_path))
         settings = {"memory_limit": target.duckdb_memory_limit, "threads": target.duckdb_threads}
         credentials.global_config = {key: value for key, value in settings.items() if value}
-        destination = dlt.destinations.duckdb(credentials=credentials)
+        destination = dlt.destinations.duckdb(credentials=credentials, **layout)
+    elif layout:
+        # A destination given by name, with this setting on top of its config (the rest from dlt config).
+        destination = Destination.from_reference(target.destination, **layout)
     return dlt.pipeline(
         pipeline_name=target.pipeline_name,
         destination=destination,
@@ -159,21 +176,44 @@ def finish_pending(pipeline: Pipeline) -> bool:
         return False
     logger.warning("finishing a load package a previous run left pending")
     pipeline.normalize()
-    pipeline.load()
+    retry_schema_races(pipeline, pipeline.load)
     return True
 
 
 def run_load(source: Any, target: Target | None = None) -> LoadInfo:
     """Extract, normalize and load ``source`` into ``target``; finishes a crashed run's package first.
 
-    Holds the pipeline's run lock throughout (:func:`exclusive_run`). After the load, the analyst views (:mod:`avepoint_pipelines.views`) are created or replaced.
+    Holds the pipeline's run lock throughout (:func:`exclusive_run`), and for DuckDB the file's writer
+    lock (:func:`~avepoint_pipelines.shared_dataset.dataset_writer`: a tenant loading into the same file
+    waits). After the load, the analyst views (:mod:`avepoint_pipelines.views`) are created or replaced.
     """
     target = target or Target()
     pipeline = make_pipeline(target)
-    with exclusive_run(pipeline):
+    with exclusive_run(pipeline), dataset_writer(target.duckdb_file):
         finish_pending(pipeline)
         file_format = load_file_format(target)
-        info = pipeline.run(source, loader_file_format=file_format)
+        info = retry_schema_races(
+            pipeline, lambda: pipeline.run(source, loader_file_format=file_format)
+        )
         # The views follow the table's columns (a tenant column may appear): recreate them after every load.
         refresh_views_after_load(pipeline)
     return info
+
+
+def run_in_steps(pipeline: Pipeline, source: Any, target: Target) -> LoadInfo:
+    """What ``pipeline.run`` does, step by step, writing the destination only in its own steps.
+
+    Restore the state from the destination (when the local one is older or gone) and finish a package a
+    crashed run left; extract and normalize, which touch only the pipeline's working folder; load, retried
+    when its schema migration meets another pipeline's. For DuckDB the first and the last step hold the
+    file's writer lock, so that tenants read their services side by side and write one after another.
+    The caller holds the pipeline's run lock.
+    """
+    with dataset_writer(target.duckdb_file):
+        if pipeline.config.restore_from_destination:
+            pipeline.sync_destination()
+        finish_pending(pipeline)
+    pipeline.extract(source, loader_file_format=load_file_format(target))
+    pipeline.normalize()
+    with dataset_writer(target.duckdb_file):
+        return retry_schema_races(pipeline, pipeline.load)

@@ -34,7 +34,7 @@ from .avepoint_pipeline import (
     rejected_jobs,
     run_load,
 )
-from .console import LiveLine, Progress, configure_logging, plural
+from .console import LiveLine, Progress, TenantProgress, configure_logging, plural
 from .failures import (
     EXIT_OK,
     EXIT_REJECTED,
@@ -45,6 +45,7 @@ from .failures import (
 )
 from .report import DEFAULT_DAYS, DEFAULT_REPORT, ReportError, write_report
 from .source_options import API, FIRST_LOAD, READING, add_source_options, source_args
+from .tenants import tenant_target
 from .views import DEFAULT_STALE_AFTER_HOURS
 
 logger = logging.getLogger("avepoint_dynamics.cli")
@@ -107,15 +108,16 @@ def _none_or(value: str | None) -> str | None:
 def cmd_load(args: argparse.Namespace) -> int:
     if isinstance(getattr(args, "initial_start_time", None), str):
         args.initial_start_time = iso_moment("--initial-start-time", args.initial_start_time)
-    if getattr(args, "tenants", None):
-        return _load_tenants(args)
+    tenants = _tenants_of(args)
+    if tenants:
+        return _load_tenants(args, tenants)
     progress = Progress(args.live, quiet=args.quiet)
     try:
         source = avepoint_dynamics(**source_args(args), on_page=progress)
         info = run_load(source, _target(args))
     finally:
         progress.close()
-    rejected = rejected_jobs(info, getattr(args, "tenant", None))
+    rejected = rejected_jobs(info)
     if not args.quiet:
         packages = len(getattr(info, "loads_ids", []) or [])
         print(
@@ -124,6 +126,30 @@ def cmd_load(args: argparse.Namespace) -> int:
             + (f"; {plural(rejected, 'job')} set aside in jobs_rejected" if rejected else "")
         )
     return _rejected_outcome(rejected, args)
+
+
+def _tenants_of(args: argparse.Namespace) -> list[str]:
+    """The tenants to load (``--tenants a,b`` or ``--tenant a``); empty for the one default tenant."""
+    listed = getattr(args, "tenants", None)
+    one = getattr(args, "tenant", None)
+    parallel = getattr(args, "parallel", None)
+    if listed and one:
+        raise UsageError(
+            "--tenant and --tenants both given: --tenant NAME for one, --tenants a,b for several"
+        )
+    tenants = [name.strip() for name in listed.split(",") if name.strip()] if listed else []
+    if listed and not tenants:
+        raise UsageError(f"--tenants {listed!r} names no tenant; give them like --tenants a,b")
+    if one:
+        tenants = [one.strip()]
+    if parallel is not None:
+        if parallel < 1:
+            raise UsageError(f"--parallel {parallel}: give 1 or more tenants at once")
+        if len(tenants) < 2 and parallel > 1:
+            raise UsageError(
+                f"--parallel {parallel} runs several tenants at once: name them with --tenants a,b,c"
+            )
+    return tenants
 
 
 def _rejected_outcome(rejected: int, args: argparse.Namespace, tenant: str = "") -> int:
@@ -145,26 +171,38 @@ def _rejected_outcome(rejected: int, args: argparse.Namespace, tenant: str = "")
     return EXIT_OK
 
 
-def _load_tenants(args: argparse.Namespace) -> int:
-    """Every tenant in its own run; the exit code is the worst tenant's."""
-    from .tenants import run_tenants
+def _load_tenants(args: argparse.Namespace, tenants: list[str]) -> int:
+    """Each tenant in its own pipeline, up to ``--parallel`` at once; the exit code is the worst tenant's."""
+    from .tenant_runs import run_tenants
 
-    tenants = [name.strip() for name in args.tenants.split(",") if name.strip()]
-    progress = Progress(args.live, quiet=args.quiet)
+    progress: dict[str, TenantProgress] = {}
+
+    def watch(tenant: str) -> TenantProgress:
+        progress[tenant] = TenantProgress(args.live, quiet=args.quiet, label=tenant)
+        return progress[tenant]
+
     shared = {k: v for k, v in source_args(args).items() if k != "tenant"}
     try:
-        results = run_tenants(tenants, _target(args), on_page=progress, **shared)
+        results = run_tenants(
+            tenants, _target(args), parallel=args.parallel or 1, watch=watch, **shared
+        )
     finally:
-        progress.close()
+        args.live.finish()
     worst = EXIT_OK
     for result in results:
         if result.ok:
             rejected = rejected_jobs(result.load_info, result.tenant)
             if not args.quiet:
+                read = progress[result.tenant]
+                info = result.load_info
                 aside = (
-                    f" ({plural(rejected, 'job')} set aside in jobs_rejected)" if rejected else ""
+                    f"; {plural(rejected, 'job')} set aside in jobs_rejected" if rejected else ""
                 )
-                print(f"tenant {result.tenant}: ok{aside}")
+                print(
+                    f"tenant {result.tenant}: loaded {plural(read.jobs, 'job')} from "
+                    f"{plural(read.pages, 'page')} into {info.destination_name}:{info.dataset_name} "
+                    f"in {result.seconds:,.1f} s{aside}"
+                )
             worst = max(worst, _rejected_outcome(rejected, args, result.tenant))
             continue
         assert result.error is not None
@@ -245,11 +283,11 @@ def _check_deep(args: argparse.Namespace) -> int:
 
 
 def cmd_state(args: argparse.Namespace) -> int:
-    target = _target(args)
+    tenant = getattr(args, "tenant", None)
+    target = tenant_target(_target(args), tenant) if tenant else _target(args)
     pipeline = make_pipeline(target)
     resources = pipeline.state.get("sources", {}).get("avepoint_dynamics", {}).get("resources", {})
     state = resources.get("jobs", {})
-    tenant = getattr(args, "tenant", None)
     if tenant:
         state = state.get("tenants", {}).get(tenant, {})
     open_jobs = state.get("open_jobs", {})
@@ -291,8 +329,8 @@ def cmd_state(args: argparse.Namespace) -> int:
 def cmd_reset(args: argparse.Namespace) -> int:
     if not args.yes and not sys.stdin.isatty():
         raise UsageError("reset: not on a terminal, so there is no one to ask: use --yes")
-    pipeline = make_pipeline(_target(args))
     tenant = getattr(args, "tenant", None)
+    pipeline = make_pipeline(tenant_target(_target(args), tenant) if tenant else _target(args))
     what = f"tenant {tenant!r} of pipeline" if tenant else "pipeline"
     if not args.yes:
         answer = input(f"Forget the incremental state of {what} {pipeline.pipeline_name!r}? [y/N] ")
@@ -443,7 +481,15 @@ def build_parser() -> argparse.ArgumentParser:
             "--tenants",
             metavar="A,B",
             help="several tenants, comma-separated; each reads [sources.avepoint_dynamics_<name>] "
+            "and loads through a pipeline of its own, <pipeline-name>_<name> "
             "(default: one tenant, [sources.avepoint_dynamics])",
+        )
+        command.add_argument(
+            "--parallel",
+            metavar="N",
+            type=int,
+            default=None,
+            help="with --tenants: load up to N tenants at once (default: 1, one after another)",
         )
 
     load = commands.add_parser(

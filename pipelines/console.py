@@ -1,23 +1,29 @@
-"""What the CLI shows while it runs: a live progress line on a terminal, and log lines that never collide.
+"""What the CLI shows while it runs: live progress lines on a terminal, and log lines that never collide.
 
-On a terminal, progress redraws one line in place (``\\r``). A log record written meanwhile would start
-in the middle of it (``... ETA 0 s2026-12-03 ... INFO ...``): the handler here erases the live line,
-writes the record, and draws the line again below it. dlt logs through a logger of its own (not
-propagating to the root) and resets its level from its config at every pipeline; it gets the same kind
-of handler, with a level of its own, so ``-q`` hides its warnings too.
+On a terminal, progress redraws in place (``\\r``): one line, or one per tenant running (``load --tenants
+--parallel``). A log record written meanwhile would start in the middle of it (``... ETA 0 s2026-12-03
+... INFO ...``): the handler here erases the live lines, writes the record, and draws them again below it.
+dlt logs through a logger of its own (not propagating to the root) and resets its level from its config at
+every pipeline; it gets the same kind of handler, with a level of its own, so ``-q`` hides its warnings too.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from avepoint_dynamics.client import JobsPage
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+if TYPE_CHECKING:
+    from .tenant_runs import TenantResult
+
+#: ``tenant``: ``"tenant <name>: "`` when a tenant's run logged it (:class:`TenantOfRecord`), else empty.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(tenant)s%(message)s"
 _ERASE = "\r\033[K"
+_UP = "\033[A"
 
 logger = logging.getLogger("avepoint_dynamics.cli")
 
@@ -28,39 +34,73 @@ def plural(count: int, word: str, many: str | None = None) -> str:
 
 
 class LiveLine:
-    """The one line a terminal shows in place; anything else written to the stream clears it first."""
+    """The lines a terminal shows in place (one, or one per key); anything else written clears them first.
+
+    Each key (a tenant) has a line of its own, in the order the keys came; ``settle`` turns a key's line
+    into an ordinary one above the live ones.
+    """
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self.enabled = stream.isatty()
         self.lock = threading.RLock()
-        self._text = ""
+        self._lines: dict[str, str] = {}
+        self._drawn = 0
 
-    def show(self, text: str) -> None:
+    def show(self, text: str, key: str = "") -> None:
         with self.lock:
-            self._text = text
+            self._lines[key] = text
             self._draw()
 
+    def settle(self, key: str, text: str) -> None:
+        """``key``'s line becomes ``text``, written above the live lines for good."""
+        with self.lock:
+            self._lines.pop(key, None)
+            self.clear()
+            self.stream.write(text + "\n")
+            self.redraw()
+            self.stream.flush()
+
     def clear(self) -> None:
-        """Erase the line (before something else is written)."""
-        if self._text:
-            self.stream.write(_ERASE)
+        """Erase the live lines (before something else is written)."""
+        if self._drawn:
+            self.stream.write(_ERASE + (_UP + _ERASE) * (self._drawn - 1))
+            self._drawn = 0
 
     def redraw(self) -> None:
-        if self._text:
+        if self._lines:
             self._draw()
 
     def finish(self) -> None:
-        """Leave the line as it is and move below it: it is no longer live."""
+        """Leave the lines as they are and move below them: they are no longer live."""
         with self.lock:
-            if self._text:
+            if self._drawn:
                 self.stream.write("\n")
                 self.stream.flush()
-                self._text = ""
+            self._lines.clear()
+            self._drawn = 0
 
     def _draw(self) -> None:
-        self.stream.write(_ERASE + self._text)
+        lines = list(self._lines.values())
+        if len(lines) > 1:
+            # a line longer than the terminal wraps, and the cursor would no longer find the first one
+            width = max(shutil.get_terminal_size((100, 24)).columns - 1, 20)
+            lines = [line[:width] for line in lines]
+        erase = _ERASE + (_UP + _ERASE) * max(self._drawn - 1, 0)
+        self.stream.write(erase + "\n".join(lines))
         self.stream.flush()
+        self._drawn = len(lines)
+
+
+class TenantOfRecord(logging.Filter):
+    """Names the tenant whose run logged a record (``load --tenants``): its thread is running that tenant."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from .tenant_runs import tenant_of_thread
+
+        tenant = tenant_of_thread(record.thread)
+        record.tenant = f"tenant {tenant}: " if tenant else ""
+        return True
 
 
 class LiveLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -69,6 +109,7 @@ class LiveLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self, live: LiveLine) -> None:
         super().__init__(live.stream)
         self.live = live
+        self.addFilter(TenantOfRecord())
 
     def emit(self, record: logging.LogRecord) -> None:
         with self.live.lock:
@@ -111,14 +152,21 @@ def configure_logging(live: LiveLine, *, quiet: bool, verbose: bool) -> None:
 class Progress:
     """Pages, jobs, rate and ETA: a live line on a terminal, a log line every few seconds elsewhere.
 
-    Called from the connector's page threads (``on_page``), so it counts under a lock.
+    Called from the connector's page threads (``on_page``), so it counts under a lock. With a ``label``
+    (a tenant), the line is that label's own, and starts with it.
     """
 
     def __init__(
-        self, live: LiveLine, *, quiet: bool = False, interval_s: float | None = None
+        self,
+        live: LiveLine,
+        *,
+        quiet: bool = False,
+        interval_s: float | None = None,
+        label: str = "",
     ) -> None:
         self.live = live
         self.quiet = quiet
+        self.label = label
         self.interval_s = interval_s if interval_s is not None else (0.2 if live.enabled else 5.0)
         self.pages = self.jobs = self.expected = 0
         self.started = time.monotonic()
@@ -137,8 +185,10 @@ class Progress:
                 self._shown = now
                 text = self.line(now)
         if due:
+            if self.label:
+                text = f"{self.label}: {text}"
             if self.live.enabled:
-                self.live.show(text)
+                self.live.show(text, self.label)
             else:
                 logger.info("progress: %s", text)
 
@@ -158,3 +208,24 @@ class Progress:
         if self.live.enabled and not self.quiet and self.pages:
             self.live.show(self.line())
         self.live.finish()
+
+    def settle(self, outcome: str) -> None:
+        """A labelled line's end: ``<label>: <outcome> · <figures>`` stays, above the lines still live.
+
+        Nothing when no page was read (a tenant that failed at once: its error line says enough).
+        """
+        if self.quiet or not self.pages:
+            return
+        text = f"{self.label}: {outcome} · {self.line()}"
+        if self.live.enabled:
+            self.live.settle(self.label, text)
+        else:
+            logger.info("progress: %s", text)
+
+
+class TenantProgress(Progress):
+    """One tenant's progress (``load --tenants``): its own live line, then one line saying how it went."""
+
+    def done(self, result: TenantResult) -> None:
+        outcome = "done" if result.ok else "failed"
+        self.settle(f"{outcome} in {result.seconds:,.1f} s")

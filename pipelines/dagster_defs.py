@@ -8,6 +8,9 @@ Configuration, read when Dagster loads the definitions (each run loads them anew
 
 - the source: dlt config, ``[sources.avepoint_dynamics]`` in ``.dlt/*.toml`` of the working directory or
   the ``SOURCES__AVEPOINT_DYNAMICS__*`` env vars;
+- several tenants: a ``[sources.avepoint_dynamics_<tenant>]`` section each (or
+  ``SOURCES__AVEPOINT_DYNAMICS_<TENANT>__*`` env vars), or ``build_definitions(tenants=[...])``: the asset
+  then has one partition per tenant (:func:`tenant_definitions`);
 - where it goes: ``AVEPOINT_DESTINATION`` (a dlt destination name, default ``duckdb``),
   ``AVEPOINT_DATASET``, ``AVEPOINT_PIPELINE_NAME``, ``AVEPOINT_PIPELINES_DIR`` and, for DuckDB,
   ``AVEPOINT_DUCKDB_PATH``; the destination's credentials come from dlt config (e.g.
@@ -23,7 +26,7 @@ destination still holds the state of the last complete load, and the next run re
 # against its classes at definition time, and a string annotation fails that check.
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -38,10 +41,16 @@ from .avepoint_pipeline import (
     Target,
     load_file_format,
     make_pipeline,
+    rejected_jobs,
 )
+from .failures import describe_failure
+from .tenant_runs import refresh_views, run_tenant
+from .tenants import checked_tenants, configured_tenants
 from .views import refresh_views_after_load
 
 JOB_NAME = "avepoint_jobs_daily"
+#: The jobs asset: dagster-dlt's key for the ``jobs`` resource, kept by the partitioned asset of tenants.
+JOBS_ASSET = dg.AssetKey("dlt_avepoint_dynamics_jobs")
 #: Daily at 02:00 UTC: after the nightly backup jobs of most tenants have finished.
 SCHEDULE = "0 2 * * *"
 
@@ -97,18 +106,33 @@ def connector_logs_to(log: logging.Logger, level: int = logging.INFO) -> Iterato
         connector.setLevel(previous)
 
 
-def build_definitions(target: Target | None = None, source: Any = None) -> dg.Definitions:
+def build_definitions(
+    target: Target | None = None, source: Any = None, tenants: Sequence[str] | None = None
+) -> dg.Definitions:
     """The asset for the ``jobs`` resource, its daily job and schedule, and the dlt resource.
 
     Args:
         target: Where to load; from ``AVEPOINT_*`` env vars if None.
         source: An ``avepoint_dynamics(...)`` source; built from dlt config if None.
+        tenants: One partition per tenant (:func:`tenant_definitions`); None: the tenants with a
+            section in dlt config, if any. An empty list, or a ``source``: one tenant, no partitions.
 
     Returns:
         Definitions with the asset ``dlt_avepoint_dynamics_jobs`` (the load, then the analyst views),
         the job ``avepoint_jobs_daily`` and its schedule (02:00 UTC, running once deployed).
+
+    Raises:
+        ValueError: both ``source`` and ``tenants`` given.
     """
     target = target or target_from_env()
+    if source is not None and tenants:
+        raise ValueError(
+            "build_definitions: give source (one tenant) or tenants (a partition each), not both"
+        )
+    if tenants is None and source is None:
+        tenants = configured_tenants()
+    if tenants:
+        return tenant_definitions(target, tenants)
     pipeline = make_pipeline(target)
 
     # CI type-checks on the base install, where dagster's decorators are untyped (not installed).
@@ -137,6 +161,70 @@ def build_definitions(target: Target | None = None, source: Any = None) -> dg.De
         schedules=[schedule],
         resources={"dlt": DagsterDltResource()},
     )
+
+
+def tenant_definitions(target: Target, tenants: Sequence[str]) -> dg.Definitions:
+    """The ``jobs`` asset with a partition per tenant, a daily job, and a schedule that runs every partition.
+
+    Each partition loads its tenant through the tenant's own dlt pipeline (``<pipeline>_<tenant>``: its
+    state, working folder and run lock) and staging dataset, into the one dataset, as ``load --tenant``
+    does (:func:`~avepoint_pipelines.tenant_runs.run_tenant`); then the analyst views. The schedule asks
+    for one run per tenant each day: a tenant whose service fails fails its run only, and can be run
+    again alone (its partition). Runs of several tenants at once are safe (PostgreSQL and other
+    warehouses load side by side; a DuckDB file is written by one run at a time, the others wait).
+
+    Raises:
+        ConfigError: a tenant name is not valid or repeats.
+    """
+    names = checked_tenants(tenants)
+    partitions = dg.StaticPartitionsDefinition(names)
+
+    @dg.asset(
+        key=JOBS_ASSET,
+        partitions_def=partitions,
+        group_name="avepoint",
+        kinds={"dlt", target.destination},
+        description="AvePoint Cloud Backup for Dynamics 365 job history, one partition per tenant",
+    )
+    def avepoint_jobs(context: dg.AssetExecutionContext) -> dg.MaterializeResult[Any]:
+        tenant = context.partition_key
+        pages: list[int] = []
+        with connector_logs_to(context.log):
+            try:
+                info = run_tenant(tenant, target, on_page=lambda page: pages.append(len(page.jobs)))
+            except Exception as error:
+                # one line, naming what to fix; the whole chain stays in the event log below it
+                raise dg.Failure(f"tenant {tenant}: {describe_failure(error).message}") from error
+            refresh_views(info, target)
+        return dg.MaterializeResult(
+            metadata={
+                "tenant": tenant,
+                "dlt_pipeline": info.pipeline.pipeline_name,
+                "dataset": target.dataset_name,
+                "jobs_read": sum(pages),
+                "pages_read": len(pages),
+                "jobs_set_aside": rejected_jobs(info, tenant),
+                "load_ids": ", ".join(info.loads_ids),
+            }
+        )
+
+    daily = dg.define_asset_job(
+        JOB_NAME, selection=dg.AssetSelection.assets(avepoint_jobs), partitions_def=partitions
+    )
+
+    @dg.schedule(  # type: ignore[untyped-decorator, unused-ignore]
+        name=f"{JOB_NAME}_schedule",
+        job=daily,
+        cron_schedule=SCHEDULE,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+    )
+    def every_tenant_daily(context: dg.ScheduleEvaluationContext) -> Iterator[dg.RunRequest]:
+        day = context.scheduled_execution_time
+        for tenant in names:
+            yield dg.RunRequest(run_key=f"{tenant}:{day:%Y-%m-%d}", partition_key=tenant)
+
+    return dg.Definitions(assets=[avepoint_jobs], jobs=[daily], schedules=[every_tenant_daily])
 
 
 @dg.definitions  # type: ignore[untyped-decorator, unused-ignore]

@@ -53,6 +53,12 @@ _UNSET = {
 }
 _METAVARS = {"base_url": "URL", "organization_id": "GUID", "ca_bundle": "FILE", "tenant": "NAME"}
 _CHOICES = {"api_version": ["v1", "v2"]}
+#: Where the CLI does more with a parameter than the source does (the source's line says the rest).
+_CLI_HELP = {
+    "tenant": "One tenant by name: reads [sources.avepoint_dynamics_<name>] (a key missing there: "
+    "[sources.avepoint_dynamics]), adds a tenant column, loads through the pipeline "
+    "<pipeline-name>_<name>.",
+}
 
 
 def add_source_options(command: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
@@ -72,7 +78,7 @@ def add_source_options(command: argparse.ArgumentParser, names: tuple[str, ...])
             dest=name,
             metavar=None if name in _CHOICES else metavar,
             choices=_CHOICES.get(name),
-            help=f"{described[name].rstrip('.')} (default: dlt config, else {shown})",
+            help=f"{_CLI_HELP.get(name, described[name]).rstrip('.')} (default: dlt config, else {shown})",
         )
 
 

@@ -1,51 +1,40 @@
-"""Several AvePoint tenants into one dataset: one source (own config section, own state) per tenant.
+"""Who the tenants are, and where each one's config, pipeline and staging live.
 
-Each tenant reads ``[sources.avepoint_dynamics_<tenant>]`` (``SOURCES__AVEPOINT_DYNAMICS_<TENANT>__...``),
-keeps its incremental state apart (``tenants.<tenant>`` of the ``jobs`` resource state, where ``load
---tenant`` and ``avepoint_dynamics(tenant=...)`` keep it too), and adds a ``tenant`` column to its rows,
-which share the ``jobs`` table (primary key ``tenant, job_id``). Tenants run one after another, each in a run of its
-own, so one tenant's failure costs nothing already loaded for the others.
+A tenant is a name (``contoso``) with a config section of its own, ``[sources.avepoint_dynamics_contoso]``
+(env vars ``SOURCES__AVEPOINT_DYNAMICS_CONTOSO__...``); a key missing there is read from
+``[sources.avepoint_dynamics]``, so settings every tenant shares are written once. Each tenant loads
+through a dlt pipeline of its own, ``<pipeline>_<tenant>`` (its state, working folder and run lock), and
+stages its merges in a dataset of its own, ``<dataset>_staging_<tenant>``; all of them write the one
+dataset, where rows carry a ``tenant`` column (primary key ``tenant, job_id``). Running them:
+:mod:`avepoint_pipelines.tenant_runs`.
 """
 
 from __future__ import annotations
 
-import logging
+import os
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
+import dlt
 from avepoint_dynamics import ConfigError, avepoint_dynamics
+from dlt.common.configuration.providers.doc import BaseDocProvider
 
-from .avepoint_pipeline import (
-    Target,
-    exclusive_run,
-    finish_pending,
-    load_file_format,
-    make_pipeline,
-)
-from .views import refresh_views_after_load
+from .avepoint_pipeline import Target
+from .shared_dataset import staging_layout_of
 
-logger = logging.getLogger(__name__)
-
-_TENANT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 SOURCE_NAME = "avepoint_dynamics"
 
-
-@dataclass
-class TenantResult:
-    """How one tenant's run went."""
-
-    tenant: str
-    load_info: Any = None
-    error: BaseException | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
+_TENANT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
+#: ``[sources.avepoint_dynamics_<tenant>]`` in a TOML file.
+_SECTION = re.compile(rf"^{SOURCE_NAME}_([a-z][a-z0-9_]{{0,40}})$")
+#: ``SOURCES__AVEPOINT_DYNAMICS_<TENANT>__<KEY>`` (``SOURCES__AVEPOINT_DYNAMICS__<KEY>`` is no tenant's).
+_ENV_VAR = re.compile(rf"^SOURCES__{SOURCE_NAME.upper()}_([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*)__")
 
 
 def section_of(tenant: str) -> str:
-    """The config section and source (state) name of a tenant: ``avepoint_dynamics_<tenant>``.
+    """The config section of a tenant: ``avepoint_dynamics_<tenant>``.
 
     Raises:
         ConfigError: the name is not lower-case letters, digits and underscores.
@@ -57,53 +46,70 @@ def section_of(tenant: str) -> str:
     return f"{SOURCE_NAME}_{tenant}"
 
 
+def checked_tenants(tenants: Iterable[str]) -> list[str]:
+    """The names, each valid and none twice, before anything runs.
+
+    Raises:
+        ConfigError: a name is not valid, or repeats.
+    """
+    names = list(tenants)
+    for tenant in names:
+        section_of(tenant)
+    if len(set(names)) != len(names):
+        raise ConfigError("tenants", f"tenant names repeat: {names}")
+    return names
+
+
+def tenant_target(target: Target, tenant: str) -> Target:
+    """Where ``tenant`` goes: ``target``'s dataset, through its own pipeline and staging dataset.
+
+    Example:
+        >>> tenant_target(Target(), "contoso").pipeline_name
+        'avepoint_dynamics_contoso'
+    """
+    section_of(tenant)
+    return replace(
+        target,
+        pipeline_name=f"{target.pipeline_name}_{tenant}",
+        staging_dataset_layout=staging_layout_of(target.destination, tenant),
+    )
+
+
 def tenant_source(tenant: str, **source_args: Any) -> Any:
     """The ``avepoint_dynamics`` source of one tenant, configured from its own section."""
-    # Only the config section is the tenant's: the source keeps its name, so the tenant's state sits where
-    # `load --tenant <name>` and `avepoint_dynamics(tenant=<name>)` keep it (tenants.<name>).
+    # Only the config section is the tenant's: the source keeps its name, so the tenant's state sits
+    # where `avepoint_dynamics(tenant=<name>)` keeps it (tenants.<name> of the jobs resource).
     return avepoint_dynamics.clone(section=section_of(tenant))(tenant=tenant, **source_args)
 
 
-def run_tenants(
-    tenants: list[str], target: Target | None = None, **source_args: Any
-) -> list[TenantResult]:
-    """Load every tenant into ``target``; a failing tenant is reported, the others still load.
+def configured_tenants() -> list[str]:
+    """The tenants that have a section in dlt config: TOML files (``.dlt/config.toml``, ``secrets.toml``)
+    and ``SOURCES__AVEPOINT_DYNAMICS_<TENANT>__...`` env vars. Sorted; empty when there is none.
 
-    Example:
-        >>> results = run_tenants(["contoso", "fabrikam"])
-        >>> [(r.tenant, r.ok) for r in results]
-        [('contoso', True), ('fabrikam', False)]
+    Secret stores that answer one key at a time (a vault) cannot be listed: give the tenants in Python
+    there (``build_definitions(tenants=[...])``).
     """
-    for tenant in tenants:
-        section_of(tenant)  # every name valid before anything runs
-    if len(set(tenants)) != len(tenants):
-        raise ConfigError("tenants", f"tenant names repeat: {tenants}")
-    target = target or Target()
-    pipeline = make_pipeline(target)
-    with exclusive_run(pipeline):
-        return _run_each(pipeline, tenants, target, source_args)
+    found: set[str] = set()
+    for name in os.environ:
+        match = _ENV_VAR.match(name)
+        if match:
+            found.add(match.group(1).lower())
+    providers = [*dlt.config.config_providers, *dlt.secrets.config_providers]
+    for provider in providers:
+        if not isinstance(provider, BaseDocProvider) or provider.is_empty:
+            continue
+        sources, _ = provider.get_value("sources", dict, None)  # type: ignore[arg-type]  # no pipeline
+        for section in sources if isinstance(sources, dict) else ():
+            match = _SECTION.match(str(section))
+            if match:
+                found.add(match.group(1))
+    return sorted(found)
 
 
-def _run_each(
-    pipeline: Any, tenants: list[str], target: Target, source_args: dict[str, Any]
-) -> list[TenantResult]:
-    results: list[TenantResult] = []
-    for tenant in tenants:
-        result = TenantResult(tenant)
-        try:
-            finish_pending(pipeline)
-            source = tenant_source(tenant, **source_args)
-            result.load_info = pipeline.run(source, loader_file_format=load_file_format(target))
-        except Exception as error:  # reported per tenant; the others go on
-            # The caller reports it (the CLI in one line per tenant); dlt's lookup trace is long.
-            logger.debug("tenant %s failed: %s: %s", tenant, type(error).__name__, error)
-            result.error = error
-            # A package the failed run left behind would swallow the next tenant's run (dlt loads it
-            # and returns without extracting). Its state went with it: the tenant re-reads next time.
-            if pipeline.has_pending_data:
-                pipeline.drop_pending_packages()
-                logger.warning("dropped the package tenant %s left pending", tenant)
-        results.append(result)
-    if any(result.ok for result in results):
-        refresh_views_after_load(pipeline)
-    return results
+def __getattr__(name: str) -> Any:
+    # run_tenants and TenantResult lived here before tenant_runs took the running of tenants.
+    if name in ("run_tenants", "TenantResult"):
+        from . import tenant_runs
+
+        return getattr(tenant_runs, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,7 +2,7 @@
 
 Each test is one night (or a few): a loader clock off the service's, a status filter with jobs finishing
 after the cursor passed them, an identity service that fails while tokens renew, certificate sign-in that
-renews, a backfill racing a scheduled run, two tenants on one pipeline, a big wave of running jobs, a job
+renews, a backfill racing a scheduled run, two tenants through `--tenant`, a big wave of running jobs, a job
 that never ends. Each ends with the table compared with the simulator's ground truth, field by field,
 and, where cost matters, the requests counted.
 """
@@ -235,7 +235,7 @@ def test_a_job_a_backfill_sees_running_is_followed_to_its_final_state(tmp_path: 
 
 
 # ---------------------------------------------------------------------- tenants
-def test_two_tenants_through_tenant_on_one_pipeline_keep_their_own_state(tmp_path: Path) -> None:
+def test_two_tenants_through_tenant_keep_their_own_pipeline_and_state(tmp_path: Path) -> None:
     with Simulator(jobs=900, seed=28) as contoso, Simulator(jobs=600, seed=29) as fabrikam:
         envs = {"contoso": config_env(contoso), "fabrikam": config_env(fabrikam)}
 
@@ -256,6 +256,11 @@ def test_two_tenants_through_tenant_on_one_pipeline_keep_their_own_state(tmp_pat
         assert_rows_equal(rows["contoso"], contoso.world.ground_truth())
         assert_rows_equal(rows["fabrikam"], fabrikam.world.ground_truth())
         assert state("contoso")["cursor"] and state("fabrikam")["cursor"]
+        assert state("contoso")["pipeline"] == "avepoint_dynamics_contoso"
+        assert {path.name for path in (tmp_path / "pipelines").iterdir()} == {
+            "avepoint_dynamics_contoso",
+            "avepoint_dynamics_fabrikam",
+        }
 
         _night(contoso)
         _night(fabrikam)

@@ -1,4 +1,4 @@
-"""Several tenants in one pipeline: own config and state each, a tenant column, failures kept apart."""
+"""Several tenants into one dataset: own config, pipeline and state each, a tenant column, failures kept apart."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import dlt
 import pytest
 from avepoint_dynamics import ApiError, ConfigError
 from avepoint_pipelines.avepoint_pipeline import Target
-from avepoint_pipelines.tenants import run_tenants
+from avepoint_pipelines.tenant_runs import run_tenants
 from avepoint_simulator import Simulator
 
 from .conftest import Loader, config_env
@@ -34,6 +34,17 @@ def _by_tenant(loader: Loader) -> dict[str, dict[str, dict[str, Any]]]:
     return grouped
 
 
+def _state(target: Target, tenant: str) -> dict[str, Any]:
+    """The jobs state of a tenant's own pipeline, ``<pipeline>_<tenant>``."""
+    pipeline = dlt.pipeline(
+        pipeline_name=f"{target.pipeline_name}_{tenant}", pipelines_dir=target.pipelines_dir
+    )
+    jobs = pipeline.state["sources"]["avepoint_dynamics"]["resources"]["jobs"]
+    assert set(jobs["tenants"]) == {tenant}
+    state: dict[str, Any] = jobs["tenants"][tenant]
+    return state
+
+
 def test_tenants_load_side_by_side_and_one_failure_spares_the_others(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -52,15 +63,15 @@ def test_tenants_load_side_by_side_and_one_failure_spares_the_others(
         rows = _by_tenant(loader)
         assert_rows_equal(rows["contoso"], contoso.world.ground_truth())
         assert_rows_equal(rows["fabrikam"], fabrikam.world.ground_truth())
+        # each tenant keeps its own state, in a pipeline of its own, where `load --tenant` keeps it too
+        contoso_state = _state(target, "contoso")
+        fabrikam_state = _state(target, "fabrikam")
+        assert set(contoso_state["open_jobs"]).isdisjoint(fabrikam_state["open_jobs"])
+        assert contoso_state["open_jobs"] and fabrikam_state["open_jobs"]
+        assert not (Path(target.pipelines_dir or "") / target.pipeline_name).exists()
         pipeline = dlt.pipeline(
-            pipeline_name=target.pipeline_name, pipelines_dir=target.pipelines_dir
+            pipeline_name=f"{target.pipeline_name}_contoso", pipelines_dir=target.pipelines_dir
         )
-        # each tenant keeps its own state, where `load --tenant <name>` keeps it too
-        tenants = pipeline.state["sources"]["avepoint_dynamics"]["resources"]["jobs"]["tenants"]
-        fabrikam_state = tenants["fabrikam"]
-        assert set(tenants) == {"contoso", "fabrikam"}
-        assert set(tenants["contoso"]["open_jobs"]).isdisjoint(fabrikam_state["open_jobs"])
-        assert tenants["contoso"]["open_jobs"] and fabrikam_state["open_jobs"]
         primary = [
             name
             for name, column in pipeline.default_schema.tables["jobs"]["columns"].items()
@@ -79,11 +90,7 @@ def test_tenants_load_side_by_side_and_one_failure_spares_the_others(
         rows = _by_tenant(loader)
         assert_rows_equal(rows["contoso"], contoso.world.ground_truth())
         assert len(rows["fabrikam"]) == 500  # the earlier load is intact
-        pipeline = dlt.pipeline(
-            pipeline_name=target.pipeline_name, pipelines_dir=target.pipelines_dir
-        )
-        tenants = pipeline.state["sources"]["avepoint_dynamics"]["resources"]["jobs"]["tenants"]
-        assert tenants["fabrikam"] == fabrikam_state
+        assert _state(target, "fabrikam") == fabrikam_state
 
         fabrikam.set_faults(error_rate=0.0)
         third = run_tenants(["contoso", "fabrikam"], target)

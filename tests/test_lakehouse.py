@@ -240,7 +240,9 @@ def test_delta_table_holds_one_row_per_job_after_a_full_then_an_incremental_load
     assert {j["jobId"] for j in new} <= rows.keys()
     for job_id in running:
         assert rows[job_id]["status"] in (3, 4, 7) and rows[job_id]["finish_time"] is not None
-    assert rows[broken]["total_record"] == sim.world.get(broken)["totalRecord"] != "lots"
+    served = sim.world.get(broken)
+    assert served is not None
+    assert rows[broken]["total_record"] == served["totalRecord"] != "lots"
     # The repaired job left jobs_rejected: a hard delete (_avepoint_deleted) in the Delta merge.
     assert lake.scan("jobs_rejected") == []
     # Merged in place, not appended: the rerun read only what changed and wrote one MERGE.

@@ -14,7 +14,8 @@ Configuration, all read when the task runs (nothing is fetched or checked while 
   ``SOURCES__AVEPOINT_DYNAMICS__*`` env vars (``PipelineTasksGroup`` makes the dags folder dlt's project
   folder);
 - where it goes: ``AVEPOINT_DESTINATION`` (a dlt destination name, default ``duckdb``),
-  ``AVEPOINT_DATASET``, ``AVEPOINT_PIPELINE_NAME`` and, for DuckDB, ``AVEPOINT_DUCKDB_PATH``; the
+  ``AVEPOINT_DATASET``, ``AVEPOINT_PIPELINE_NAME``, for DuckDB ``AVEPOINT_DUCKDB_PATH``, for the
+  filesystem destination ``AVEPOINT_TABLE_FORMAT=delta`` (Delta tables merged on the key); the
   destination's credentials come from dlt config (e.g. ``DESTINATION__POSTGRES__CREDENTIALS``).
 
 ``PipelineTasksGroup`` runs every task in a fresh, random dlt working folder and wipes it afterwards, so
@@ -31,6 +32,7 @@ import sys
 import tempfile
 from dataclasses import replace
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import pendulum
@@ -46,6 +48,7 @@ from .avepoint_pipeline import (
     Target,
     load_file_format,
     make_pipeline,
+    prepare_source,
 )
 from .views import refresh_views_after_load
 
@@ -64,12 +67,13 @@ def target_from_env() -> Target:
         dataset_name=os.environ.get("AVEPOINT_DATASET", DEFAULT_DATASET),
         pipeline_name=os.environ.get("AVEPOINT_PIPELINE_NAME", DEFAULT_PIPELINE),
         duckdb_path=os.environ.get("AVEPOINT_DUCKDB_PATH", DEFAULT_DUCKDB),
+        table_format=os.environ.get("AVEPOINT_TABLE_FORMAT") or None,
     )
 
 
-def jobs_source() -> Any:
+def jobs_source(target: Target | None = None) -> Any:
     """The source, built when the task runs: config is resolved then, not at DAG parse time."""
-    return avepoint_dynamics()
+    return prepare_source(avepoint_dynamics(), target or target_from_env())
 
 
 def log_dlt_to_stdout() -> None:
@@ -125,7 +129,7 @@ def build_dag() -> DAG:
         )
         load = tasks.add_run(
             make_pipeline(target),
-            jobs_source,
+            partial(jobs_source, target),
             decompose="none",
             loader_file_format=load_file_format(target),
             on_before_run=log_dlt_to_stdout,

@@ -28,6 +28,7 @@ from .avepoint_pipeline import (
     DEFAULT_DUCKDB,
     DEFAULT_PIPELINE,
     DEFAULT_PIPELINES_DIR,
+    TABLE_FORMATS,
     Target,
     default_pipelines_dir,
     make_pipeline,
@@ -96,6 +97,7 @@ def _target(args: argparse.Namespace) -> Target:
         pipelines_dir=args.pipelines_dir or default_pipelines_dir(destination, args.duckdb_path),
         duckdb_memory_limit=memory,
         duckdb_threads=int(threads) if threads else None,
+        table_format=getattr(args, "table_format", None),
     )
 
 
@@ -149,6 +151,11 @@ def _load_tenants(args: argparse.Namespace) -> int:
     """Every tenant in its own run; the exit code is the worst tenant's."""
     from .tenants import run_tenants
 
+    if getattr(args, "table_format", None):
+        # run_tenants builds each tenant's source itself: the table format would not reach it
+        raise UsageError(
+            "--table-format does not work with --tenants yet; load each tenant with --tenant NAME"
+        )
     tenants = [name.strip() for name in args.tenants.split(",") if name.strip()]
     progress = Progress(args.live, quiet=args.quiet)
     shared = {k: v for k, v in source_args(args).items() if k != "tenant"}
@@ -427,6 +434,13 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="N",
             default="1",
             help="DuckDB threads while loading; 'none' for DuckDB's own (default: 1)",
+        )
+        command.add_argument(
+            "--table-format",
+            choices=sorted(TABLE_FORMATS),
+            default=None,
+            help="with --destination filesystem: write Delta tables, merged on the job id "
+            "(needs the lakehouse extra; default: Parquet files, one row per job per load)",
         )
         command.add_argument(
             "--fail-on-rejected",

@@ -9,9 +9,10 @@ Configuration, read when Dagster loads the definitions (each run loads them anew
 - the source: dlt config, ``[sources.avepoint_dynamics]`` in ``.dlt/*.toml`` of the working directory or
   the ``SOURCES__AVEPOINT_DYNAMICS__*`` env vars;
 - where it goes: ``AVEPOINT_DESTINATION`` (a dlt destination name, default ``duckdb``),
-  ``AVEPOINT_DATASET``, ``AVEPOINT_PIPELINE_NAME``, ``AVEPOINT_PIPELINES_DIR`` and, for DuckDB,
-  ``AVEPOINT_DUCKDB_PATH``; the destination's credentials come from dlt config (e.g.
-  ``DESTINATION__POSTGRES__CREDENTIALS``).
+  ``AVEPOINT_DATASET``, ``AVEPOINT_PIPELINE_NAME``, ``AVEPOINT_PIPELINES_DIR``, for DuckDB
+  ``AVEPOINT_DUCKDB_PATH``, for the filesystem destination ``AVEPOINT_TABLE_FORMAT=delta`` (Delta
+  tables merged on the key); the destination's credentials come from dlt config (e.g.
+  ``DESTINATION__POSTGRES__CREDENTIALS``, ``DESTINATION__FILESYSTEM__BUCKET_URL``).
 
 ``DagsterDltResource.run`` drops the local dlt pipeline (state, schemas, pending packages) before each run;
 the incremental state (cursor and open jobs) then comes back from the destination, where it is committed
@@ -38,6 +39,7 @@ from .avepoint_pipeline import (
     Target,
     load_file_format,
     make_pipeline,
+    prepare_source,
 )
 from .views import refresh_views_after_load
 
@@ -54,6 +56,7 @@ def target_from_env() -> Target:
         pipeline_name=os.environ.get("AVEPOINT_PIPELINE_NAME", DEFAULT_PIPELINE),
         duckdb_path=os.environ.get("AVEPOINT_DUCKDB_PATH", DEFAULT_DUCKDB),
         pipelines_dir=os.environ.get("AVEPOINT_PIPELINES_DIR") or None,
+        table_format=os.environ.get("AVEPOINT_TABLE_FORMAT") or None,
     )
 
 
@@ -113,7 +116,7 @@ def build_definitions(target: Target | None = None, source: Any = None) -> dg.De
 
     # CI type-checks on the base install, where dagster's decorators are untyped (not installed).
     @dlt_assets(  # type: ignore[untyped-decorator, unused-ignore]
-        dlt_source=source if source is not None else avepoint_dynamics(),
+        dlt_source=prepare_source(source if source is not None else avepoint_dynamics(), target),
         dlt_pipeline=pipeline,
         name="avepoint_dynamics",
         group_name="avepoint",

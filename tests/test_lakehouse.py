@@ -30,7 +30,7 @@ from avepoint_dynamics import avepoint_dynamics
 from avepoint_pipelines.avepoint_pipeline import Target, TargetError, run_load
 from avepoint_simulator import Faults, Simulator
 
-from .conftest import credentials_for
+from .conftest import config_env, credentials_for
 from .expected import api_time, assert_rows_equal
 from .test_destinations import _free_port, jobs_requests, source_for, unavailable
 
@@ -295,3 +295,34 @@ def test_a_table_format_on_another_destination_is_refused_in_one_line(sim: Simul
     with pytest.raises(TargetError, match="'hudi' is not one this pipeline writes; use delta"):
         run_load(source_for(sim), unknown)
     assert jobs_requests(sim) == 0
+
+
+def test_the_cli_loads_a_delta_table_on_s3_and_refuses_it_elsewhere_in_one_line(
+    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    lake = lake_for("s3", tmp_path, monkeypatch, request)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SOURCES__")},
+        **config_env(sim, lookback_minutes="0"),
+    }
+    where = ["--pipelines-dir", str(tmp_path / "pipelines"), "--dataset", DATASET]
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "avepoint_pipelines.cli", *args]
+        return subprocess.run(
+            command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+        )
+
+    loaded = cli("load", "--destination", "filesystem", "--table-format", "delta", *where)
+
+    assert loaded.returncode == 0, loaded.stderr
+    assert "loaded 3,000 jobs from 30 pages into filesystem:avepoint" in loaded.stdout
+    assert_rows_equal(lake.jobs(), sim.world.ground_truth())
+
+    refused = cli("load", "--table-format", "delta", *where)
+
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        "error: table format delta is for the filesystem destination, not 'duckdb': use "
+        "--destination filesystem (or drop the table format)"
+    ]

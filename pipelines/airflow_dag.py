@@ -18,6 +18,11 @@ Configuration, all read when the task runs (nothing is fetched or checked while 
   filesystem destination ``AVEPOINT_TABLE_FORMAT=delta`` (Delta tables merged on the key); the
   destination's credentials come from dlt config (e.g. ``DESTINATION__POSTGRES__CREDENTIALS``).
 
+After the load and the views, the task ``backup_freshness`` (SQL destinations: the filesystem destination
+holds no views) fails when an organization has no successful backup within ``AVEPOINT_STALE_HOURS``
+(default: the ``backup_freshness`` view's 26), logging one line per stale organization: Airflow's
+failure callbacks and alerts then wake someone.
+
 ``PipelineTasksGroup`` runs every task in a fresh, random dlt working folder and wipes it afterwards, so
 the incremental state (cursor and open jobs) is restored from the destination at each run: it commits
 there with every load. The DuckDB default is therefore only for a single-machine Airflow; use a shared
@@ -50,7 +55,10 @@ from .avepoint_pipeline import (
     make_pipeline,
     prepare_source,
 )
+from .freshness import StaleBackups, check_freshness, stale_hours_from_env
 from .views import refresh_views_after_load
+
+logger = logging.getLogger(__name__)
 
 DAG_ID = "avepoint_dynamics_jobs"
 #: Daily at 02:00 UTC: after the nightly backup jobs of most tenants have finished.
@@ -99,8 +107,24 @@ def refresh_views(target: Target) -> None:
         refresh_views_after_load(make_pipeline(replace(target, pipelines_dir=folder)))
 
 
+def alert_on_stale_backups(target: Target) -> str:
+    """Fail (:class:`StaleBackups`) when an organization has no successful backup within the threshold.
+
+    Logs one line per stale organization; returns the summary (the task's XCom) when none is.
+    """
+    with tempfile.TemporaryDirectory(prefix="avepoint-freshness-") as folder:
+        pipeline = make_pipeline(replace(target, pipelines_dir=folder))
+        freshness = check_freshness(pipeline, stale_after_hours=stale_hours_from_env())
+    for line in freshness.lines():
+        logger.error("%s", line)
+    if freshness.stale:
+        raise StaleBackups(freshness.summary())
+    logger.info("%s", freshness.summary())
+    return freshness.summary()
+
+
 def build_dag() -> DAG:
-    """The DAG: one task (``decompose="none"``) that loads the ``jobs`` resource, then the views.
+    """The DAG: one task (``decompose="none"``) that loads the ``jobs`` resource, the views, the alert.
 
     Why not ``decompose="serialize"``: the source has a single resource (``jobs``; ``jobs_rejected`` is
     a table variant it yields), so decomposing would make the same one task, and it needs the source
@@ -139,6 +163,14 @@ def build_dag() -> DAG:
             task_id="analyst_views", python_callable=refresh_views, op_args=[target], retries=0
         )
         load[-1] >> views
+        if target.destination != "filesystem":  # files hold no views: nothing to check there
+            fresh = PythonOperator(
+                task_id="backup_freshness",
+                python_callable=alert_on_stale_backups,
+                op_args=[target],
+                retries=0,
+            )
+            views >> fresh
     return dag
 
 

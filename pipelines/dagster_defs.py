@@ -14,6 +14,11 @@ Configuration, read when Dagster loads the definitions (each run loads them anew
   tables merged on the key); the destination's credentials come from dlt config (e.g.
   ``DESTINATION__POSTGRES__CREDENTIALS``, ``DESTINATION__FILESYSTEM__BUCKET_URL``).
 
+The asset check ``backups_fresh`` runs after each materialization (SQL destinations: the filesystem
+destination holds no views): it fails with severity ERROR when an organization has no successful backup
+within ``AVEPOINT_STALE_HOURS`` (default: the ``backup_freshness`` view's 26), with one metadata entry per
+organization; point Dagster's alerting at failed checks to be woken.
+
 ``DagsterDltResource.run`` drops the local dlt pipeline (state, schemas, pending packages) before each run;
 the incremental state (cursor and open jobs) then comes back from the destination, where it is committed
 with every load. A run that crashed mid-load therefore never half-applies: its package is dropped, the
@@ -41,9 +46,11 @@ from .avepoint_pipeline import (
     make_pipeline,
     prepare_source,
 )
+from .freshness import Freshness, check_freshness, stale_hours_from_env
 from .views import refresh_views_after_load
 
 JOB_NAME = "avepoint_jobs_daily"
+CHECK_NAME = "backups_fresh"
 #: Daily at 02:00 UTC: after the nightly backup jobs of most tenants have finished.
 SCHEDULE = "0 2 * * *"
 
@@ -100,6 +107,21 @@ def connector_logs_to(log: logging.Logger, level: int = logging.INFO) -> Iterato
         connector.setLevel(previous)
 
 
+def freshness_result(freshness: Freshness) -> dg.AssetCheckResult:
+    """The check's result: failed (severity ERROR) when any organization is stale; one entry each."""
+    metadata: dict[str, Any] = {
+        organization.label: dg.MetadataValue.json(organization.as_dict())
+        for organization in freshness.organizations
+    }
+    metadata["stale_organizations"] = dg.MetadataValue.int(len(freshness.stale))
+    return dg.AssetCheckResult(
+        passed=not freshness.stale,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description="\n".join(freshness.lines()) or freshness.summary(),
+        metadata=metadata,
+    )
+
+
 def build_definitions(target: Target | None = None, source: Any = None) -> dg.Definitions:
     """The asset for the ``jobs`` resource, its daily job and schedule, and the dlt resource.
 
@@ -109,7 +131,8 @@ def build_definitions(target: Target | None = None, source: Any = None) -> dg.De
 
     Returns:
         Definitions with the asset ``dlt_avepoint_dynamics_jobs`` (the load, then the analyst views),
-        the job ``avepoint_jobs_daily`` and its schedule (02:00 UTC, running once deployed).
+        its check ``backups_fresh`` (SQL destinations), the job ``avepoint_jobs_daily`` and its
+        schedule (02:00 UTC, running once deployed).
     """
     target = target or target_from_env()
     pipeline = make_pipeline(target)
@@ -127,6 +150,21 @@ def build_definitions(target: Target | None = None, source: Any = None) -> dg.De
         # as after every load (run_load): the analyst views follow the table; never fail the run
         refresh_views_after_load(pipeline)
 
+    checks = []
+    if target.destination != "filesystem":  # files hold no views: nothing to check there
+        stale_after_hours = stale_hours_from_env()
+
+        @dg.asset_check(  # type: ignore[untyped-decorator, unused-ignore]
+            asset=next(iter(avepoint_jobs.keys)),
+            name=CHECK_NAME,
+            description="Every organization has a successful backup within the threshold "
+            "(backup_freshness).",
+        )
+        def backups_fresh() -> dg.AssetCheckResult:
+            return freshness_result(check_freshness(pipeline, stale_after_hours=stale_after_hours))
+
+        checks.append(backups_fresh)
+
     daily = dg.define_asset_job(JOB_NAME, selection=dg.AssetSelection.assets(avepoint_jobs))
     schedule = dg.ScheduleDefinition(
         job=daily,
@@ -136,6 +174,7 @@ def build_definitions(target: Target | None = None, source: Any = None) -> dg.De
     )
     return dg.Definitions(
         assets=[avepoint_jobs],
+        asset_checks=checks,
         jobs=[daily],
         schedules=[schedule],
         resources={"dlt": DagsterDltResource()},

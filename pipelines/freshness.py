@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,8 +29,9 @@ VIEW = "backup_freshness"
 EXIT_STALE = 6
 
 
-class FreshnessUnknown(AvePointError):
-    """The destination cannot say how fresh the backups are (no view there, an unknown organization)."""
+class AlertError(AvePointError):
+    """The alert cannot be answered as asked: no view in the destination, an unknown organization, a
+    threshold that is not a number of hours."""
 
     exit_code = 2
 
@@ -154,7 +156,7 @@ def read_freshness(
         organizations: Only these organizations, each by name (any case) or id; empty: all.
 
     Raises:
-        FreshnessUnknown: no view (nothing loaded yet), or an organization that is not in it.
+        AlertError: no view (nothing loaded yet), or an organization that is not in it.
         ValueError: ``stale_after_hours`` is not a positive number.
     """
     if stale_after_hours is not None and not (
@@ -169,7 +171,7 @@ def read_freshness(
             names = [column[0] for column in cursor.description]
             rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
     except DatabaseUndefinedRelation:
-        raise FreshnessUnknown(
+        raise AlertError(
             f"no {VIEW} view in dataset {client.dataset_name!r}: nothing was loaded there yet (or not "
             "with this pipeline); run avepoint-dynamics load first, or check --dataset"
         ) from None
@@ -198,12 +200,12 @@ def check_freshness(
     """:func:`read_freshness` in the dataset of ``pipeline``'s destination.
 
     Raises:
-        FreshnessUnknown: the destination keeps files (``filesystem``: no views there), holds no view
+        AlertError: the destination keeps files (``filesystem``: no views there), holds no view
             yet, or an organization asked for is not in it.
     """
     destination = pipeline.destination.destination_name
     if pipeline.destination.destination_type.endswith(".filesystem"):
-        raise FreshnessUnknown(
+        raise AlertError(
             "the filesystem destination holds no views, so there is no backup_freshness to read: "
             "alert reads a SQL destination (--destination duckdb, postgres, ...)"
         )
@@ -214,6 +216,24 @@ def check_freshness(
     return Freshness(
         found.organizations, found.stale_after_hours, f" ({destination}:{pipeline.dataset_name})"
     )
+
+
+def stale_hours_from_env(name: str = "AVEPOINT_STALE_HOURS") -> float | None:
+    """The orchestrators' threshold: the env var ``name`` in hours; None (the view's) when unset.
+
+    Raises:
+        AlertError: the value is not a positive number of hours.
+    """
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        hours = float(text)
+    except ValueError:
+        hours = math.nan
+    if not (math.isfinite(hours) and hours > 0):
+        raise AlertError(f"{name}={text!r} is not a positive number of hours; set it like 26 or 48")
+    return hours
 
 
 def organization_names(values: Iterable[str]) -> list[str]:
@@ -234,7 +254,7 @@ def _only(judged: list[Organization], wanted: Sequence[str]) -> list[Organizatio
         ]
         if not matches:
             known = ", ".join(sorted({o.name for o in judged})) or "none"
-            raise FreshnessUnknown(
+            raise AlertError(
                 f"organization {name!r} is in no row of {VIEW} (no job of it was loaded); give a "
                 f"name or id it lists: {known}"
             )

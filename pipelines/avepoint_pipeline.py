@@ -232,10 +232,12 @@ class FirstOfEachKey:
         self.resource = resource
         self.keys: dict[str, list[str]] = {}
         self.seen: dict[str, set[Hashable]] = {}
+        self.load_id: str | None = None
 
     def __call__(self, item: Any, meta: Any = None) -> Any:
         if not isinstance(item, pa.Table | pa.RecordBatch) or item.num_rows == 0:
             return item
+        self._start_of_run()
         table_name = self._table_name(meta)
         keys = self._key_of(table_name, meta)
         if not keys or any(key not in item.schema.names for key in keys):
@@ -257,6 +259,18 @@ class FirstOfEachKey:
         )
         return item.take(pa.array(kept, pa.int64()))
 
+    def _start_of_run(self) -> None:
+        """Forget the keys of an earlier run: a source extracted again starts a new load package."""
+        from dlt.common.storages.load_package import load_package_state
+
+        try:
+            load_id = load_package_state()["load_id"]
+        except Exception:  # outside an extraction: one run
+            return
+        if load_id != self.load_id:
+            self.load_id = load_id
+            self.seen.clear()
+
     def _table_name(self, meta: Any) -> str:
         name = getattr(meta, "table_name", None)
         if name is None and hasattr(meta, "hints"):
@@ -269,7 +283,9 @@ class FirstOfEachKey:
             from dlt.extract.items import TableNameMeta
 
             schema = self.resource.compute_table_schema(meta=TableNameMeta(table_name))
-            self.keys[table_name] = get_columns_names_with_prop(schema, "primary_key")
+            self.keys[table_name] = get_columns_names_with_prop(
+                schema, "primary_key", include_incomplete=True
+            )
         return self.keys[table_name]
 
 

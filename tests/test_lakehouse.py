@@ -326,3 +326,33 @@ def test_the_cli_loads_a_delta_table_on_s3_and_refuses_it_elsewhere_in_one_line(
         "error: table format delta is for the filesystem destination, not 'duckdb': use "
         "--destination filesystem (or drop the table format)"
     ]
+
+
+@pytest.mark.unit
+def test_first_of_each_key_per_table_per_run(tmp_path: Path) -> None:
+    import dlt
+    import pyarrow as pa
+    from avepoint_pipelines.avepoint_pipeline import FirstOfEachKey
+
+    @dlt.resource(name="jobs", primary_key=["tenant", "job_id"])
+    def jobs() -> Iterator[Any]:
+        yield pa.table({"tenant": ["a", "a", "b"], "job_id": ["1", "2", "1"], "v": [1, 2, 3]})
+        yield pa.table({"tenant": ["a", "b", "b"], "job_id": ["1", "2", "2"], "v": [4, 5, 6]})
+        rejected = pa.table({"key": ["1", "1"], "v": [7, 8]})
+        yield dlt.mark.with_table_name(rejected, "jobs_rejected")
+
+    resource = jobs()
+    resource.apply_hints(table_name="jobs_rejected", primary_key="key", create_table_variant=True)
+    keep = FirstOfEachKey(resource)
+    resource.add_map(keep)
+    pipeline = dlt.pipeline("first_of_each_key", pipelines_dir=str(tmp_path))
+
+    for _ in range(2):  # the same resource extracted again: a new run, nothing remembered
+        pipeline.extract(resource)
+        package = pipeline.get_load_package_info(pipeline.list_extracted_load_packages()[-1])
+        files = [
+            job.file_path for job in package.jobs["new_jobs"] if job.file_path.endswith(".parquet")
+        ]
+        tables = {Path(f).name.split(".")[0]: pq.read_table(f) for f in files}
+        assert sorted(tables["jobs"].column("v").to_pylist()) == [1, 2, 3, 5]
+        assert tables["jobs_rejected"].column("v").to_pylist() == [7]

@@ -17,8 +17,14 @@ Configuration, all read when the task runs (nothing is fetched or checked while 
   ``SOURCES__AVEPOINT_DYNAMICS_<TENANT>__*`` env vars), found when Airflow parses the file: the load is
   then one mapped task per tenant (:func:`build_dag`);
 - where it goes: ``AVEPOINT_DESTINATION`` (a dlt destination name, default ``duckdb``),
-  ``AVEPOINT_DATASET``, ``AVEPOINT_PIPELINE_NAME`` and, for DuckDB, ``AVEPOINT_DUCKDB_PATH``; the
+  ``AVEPOINT_DATASET``, ``AVEPOINT_PIPELINE_NAME``, for DuckDB ``AVEPOINT_DUCKDB_PATH``, for the
+  filesystem destination ``AVEPOINT_TABLE_FORMAT=delta`` (Delta tables merged on the key); the
   destination's credentials come from dlt config (e.g. ``DESTINATION__POSTGRES__CREDENTIALS``).
+
+After the load and the views, the task ``backup_freshness`` (SQL destinations: the filesystem destination
+holds no views) fails when an organization has no successful backup within ``AVEPOINT_STALE_HOURS``
+(default: the ``backup_freshness`` view's 26), logging one line per stale organization: Airflow's
+failure callbacks and alerts then wake someone.
 
 ``PipelineTasksGroup`` runs every task in a fresh, random dlt working folder and wipes it afterwards, so
 the incremental state (cursor and open jobs) is restored from the destination at each run: it commits
@@ -34,6 +40,7 @@ import sys
 import tempfile
 from dataclasses import replace
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import pendulum
@@ -49,12 +56,16 @@ from .avepoint_pipeline import (
     Target,
     load_file_format,
     make_pipeline,
+    prepare_source,
 )
 from .failures import describe_failure
+from .freshness import StaleBackups, check_freshness, stale_hours_from_env
 from .shared_dataset import dataset_writer
 from .tenant_runs import run_tenant
 from .tenants import checked_tenants, configured_tenants
 from .views import refresh_views_after_load
+
+logger = logging.getLogger(__name__)
 
 DAG_ID = "avepoint_dynamics_jobs"
 #: Daily at 02:00 UTC: after the nightly backup jobs of most tenants have finished.
@@ -71,12 +82,13 @@ def target_from_env() -> Target:
         dataset_name=os.environ.get("AVEPOINT_DATASET", DEFAULT_DATASET),
         pipeline_name=os.environ.get("AVEPOINT_PIPELINE_NAME", DEFAULT_PIPELINE),
         duckdb_path=os.environ.get("AVEPOINT_DUCKDB_PATH", DEFAULT_DUCKDB),
+        table_format=os.environ.get("AVEPOINT_TABLE_FORMAT") or None,
     )
 
 
-def jobs_source() -> Any:
+def jobs_source(target: Target | None = None) -> Any:
     """The source, built when the task runs: config is resolved then, not at DAG parse time."""
-    return avepoint_dynamics()
+    return prepare_source(avepoint_dynamics(), target or target_from_env())
 
 
 def log_dlt_to_stdout() -> None:
@@ -134,8 +146,24 @@ def some_tenant_failed() -> None:
     )
 
 
+def alert_on_stale_backups(target: Target) -> str:
+    """Fail (:class:`StaleBackups`) when an organization has no successful backup within the threshold.
+
+    Logs one line per stale organization; returns the summary (the task's XCom) when none is.
+    """
+    with tempfile.TemporaryDirectory(prefix="avepoint-freshness-") as folder:
+        pipeline = make_pipeline(replace(target, pipelines_dir=folder))
+        freshness = check_freshness(pipeline, stale_after_hours=stale_hours_from_env())
+    for line in freshness.lines():
+        logger.error("%s", line)
+    if freshness.stale:
+        raise StaleBackups(freshness.summary())
+    logger.info("%s", freshness.summary())
+    return freshness.summary()
+
+
 def build_dag(tenants: list[str] | None = None) -> DAG:
-    """The DAG: one task (``decompose="none"``) that loads the ``jobs`` resource, then the views.
+    """The DAG: one task (``decompose="none"``) that loads the ``jobs`` resource, the views, the alert.
 
     Why not ``decompose="serialize"``: the source has a single resource (``jobs``; ``jobs_rejected`` is
     a table variant it yields), so decomposing would make the same one task, and it needs the source
@@ -145,8 +173,8 @@ def build_dag(tenants: list[str] | None = None) -> DAG:
     With tenants (given, or a ``[sources.avepoint_dynamics_<tenant>]`` section each in dlt config): one
     mapped task per tenant (``load_tenant``, dynamic task mapping, its map index shows the tenant), each
     through the tenant's own dlt pipeline; a tenant that fails fails its task only. Then the views
-    (``all_done``: after every tenant, failed or not) and ``some_tenant_failed``, which fails the run
-    when a tenant did. The tenants' tasks may run at once on several workers: PostgreSQL and other
+    (``all_done``: after every tenant, failed or not), the alert ``backup_freshness`` after them, and
+    ``some_tenant_failed``, which fails the run when a tenant did. The tenants' tasks may run at once on several workers: PostgreSQL and other
     warehouses load side by side; a DuckDB file is written by one task at a time (the others wait).
     """
     target = target_from_env()
@@ -176,7 +204,7 @@ def build_dag(tenants: list[str] | None = None) -> DAG:
             return dag
         load = tasks.add_run(
             make_pipeline(target),
-            jobs_source,
+            partial(jobs_source, target),
             decompose="none",
             loader_file_format=load_file_format(target),
             on_before_run=log_dlt_to_stdout,
@@ -186,6 +214,14 @@ def build_dag(tenants: list[str] | None = None) -> DAG:
             task_id="analyst_views", python_callable=refresh_views, op_args=[target], retries=0
         )
         load[-1] >> views
+        if target.destination != "filesystem":  # files hold no views: nothing to check there
+            fresh = PythonOperator(
+                task_id="backup_freshness",
+                python_callable=alert_on_stale_backups,
+                op_args=[target],
+                retries=0,
+            )
+            views >> fresh
     return dag
 
 
@@ -213,6 +249,14 @@ def _map_tenants(group: PipelineTasksGroup, target: Target, tenants: list[str]) 
         retries=0,
     )
     loads >> [views, failed]
+    if target.destination != "filesystem":  # files hold no views: nothing to check there
+        fresh = PythonOperator(
+            task_id="backup_freshness",
+            python_callable=alert_on_stale_backups,
+            op_args=[target],
+            retries=0,
+        )
+        views >> fresh
 
 
 dag = build_dag()

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import dlt
+import pyarrow as pa
 from avepoint_dynamics import AvePointError
+from avepoint_dynamics.run import REJECTED_TABLE
 from dlt.common.destination.reference import Destination
 from dlt.common.pipeline import LoadInfo
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
@@ -31,6 +34,8 @@ DEFAULT_DUCKDB = "avepoint_dynamics.duckdb"
 DEFAULT_PIPELINES_DIR = ".avepoint_pipelines"
 #: Columnar loader files: dlt's default insert_values is ~10x slower for this volume (see bench/).
 COLUMNAR_DESTINATIONS = {"duckdb", "filesystem", "motherduck", "bigquery", "snowflake", "athena"}
+#: Open table formats the filesystem destination can merge into, and the package each needs.
+TABLE_FORMATS = {"delta": ("deltalake", "lakehouse")}
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,8 @@ class Target:
         staging_dataset_layout: dlt's ``staging_dataset_name_layout``, where merges stage their rows
             (a tenant's own: :mod:`avepoint_pipelines.shared_dataset`). None: dlt config, else
             ``"%s_staging"``.
+        table_format: ``delta``: the filesystem destination writes Delta tables and merges on the
+            key (plain Parquet files only take appends). None: plain files.
     """
 
     destination: str = "duckdb"
@@ -64,11 +71,18 @@ class Target:
     duckdb_memory_limit: str | None = "40MB"
     duckdb_threads: int | None = 1
     staging_dataset_layout: str | None = None
+    table_format: str | None = None
 
     @property
     def duckdb_file(self) -> str | None:
         """The DuckDB file when the destination is DuckDB, else None."""
         return self.duckdb_path if self.destination == "duckdb" else None
+
+
+class TargetError(AvePointError):
+    """Where the jobs should go cannot work as asked (a table format the destination cannot write)."""
+
+    exit_code = 2
 
 
 class PipelineBusy(AvePointError):
@@ -163,6 +177,135 @@ def load_file_format(target: Target) -> Any:
     return "parquet" if target.destination in COLUMNAR_DESTINATIONS else None
 
 
+def check_table_format(target: Target) -> None:
+    """Refuse a table format the target cannot write, before anything is read.
+
+    Raises:
+        TargetError: an unknown format, a destination other than ``filesystem``, or the format's
+            package missing; one line saying what to change.
+    """
+    table_format = target.table_format
+    if table_format is None:
+        return
+    if table_format not in TABLE_FORMATS:
+        raise TargetError(
+            f"table format {table_format!r} is not one this pipeline writes; use "
+            f"{' or '.join(sorted(TABLE_FORMATS))}, or none for plain Parquet files"
+        )
+    if target.destination != "filesystem":
+        raise TargetError(
+            f"table format {table_format} is for the filesystem destination, not "
+            f"{target.destination!r}: use --destination filesystem (or drop the table format)"
+        )
+    module, extra = TABLE_FORMATS[table_format]
+    if importlib.util.find_spec(module) is None:
+        raise TargetError(
+            f"table format {table_format} needs the {module} package: "
+            f"pip install 'avepoint-dynamics-dlt[{extra}]'"
+        )
+
+
+def prepare_source(source: Any, target: Target) -> Any:
+    """The source as ``target`` takes it: with a table format, every table merges on its key there.
+
+    ``jobs`` and ``jobs_rejected`` become tables of ``target.table_format`` merged with dlt's
+    ``upsert`` strategy (a row replaces the row of its key; a row whose ``_avepoint_deleted`` is True
+    removes it). The connector stays destination-agnostic: it declares keys and hard deletes, the
+    runner picks how they are written. See :class:`FirstOfEachKey` for why rows are deduplicated here.
+
+    Raises:
+        TargetError: the table format cannot be written (:func:`check_table_format`).
+    """
+    check_table_format(target)
+    if target.table_format is None:
+        return source
+    merge = {"disposition": "merge", "strategy": "upsert"}
+    for resource in source.selected_resources.values():
+        resource.apply_hints(table_format=target.table_format, write_disposition=merge)
+        if resource.name == "jobs":
+            # its table variant started as a copy of the hints the source gave it, before ours
+            resource.apply_hints(
+                table_name=REJECTED_TABLE,
+                table_format=target.table_format,
+                write_disposition=merge,
+                create_table_variant=True,
+            )
+        resource.add_map(FirstOfEachKey(resource))
+    return source
+
+
+class FirstOfEachKey:
+    """Keeps the first row of each primary key a run yields, per table; drops later ones.
+
+    dlt's SQL merges deduplicate what a load stages; its Delta merge does not: a first load appends
+    the rows as they are, and a later merge inserts every source row that matches no target row, so a
+    job read twice in one run (pages that shifted while they were read) would be two rows. Like dlt's
+    SQL deduplication without a sort column, which reading wins is not specified: the first here.
+
+    Costs one set of keys per run (about 100 bytes a job); runs without a table format skip this.
+    """
+
+    def __init__(self, resource: Any) -> None:
+        self.resource = resource
+        self.keys: dict[str, list[str]] = {}
+        self.seen: dict[str, set[Hashable]] = {}
+        self.load_id: str | None = None
+
+    def __call__(self, item: Any, meta: Any = None) -> Any:
+        if not isinstance(item, pa.Table | pa.RecordBatch) or item.num_rows == 0:
+            return item
+        self._start_of_run()
+        table_name = self._table_name(meta)
+        keys = self._key_of(table_name, meta)
+        if not keys or any(key not in item.schema.names for key in keys):
+            return item
+        columns = [item.column(key).to_pylist() for key in keys]
+        values: Any = columns[0] if len(columns) == 1 else zip(*columns, strict=True)
+        seen = self.seen.setdefault(table_name, set())
+        kept: list[int] = []
+        for index, value in enumerate(values):
+            if value not in seen:
+                seen.add(value)
+                kept.append(index)
+        if len(kept) == item.num_rows:
+            return item
+        logger.info(
+            "%d rows of %s repeat a key this run already yielded: the first of each is kept",
+            item.num_rows - len(kept),
+            table_name,
+        )
+        return item.take(pa.array(kept, pa.int64()))
+
+    def _start_of_run(self) -> None:
+        """Forget the keys of an earlier run: a source extracted again starts a new load package."""
+        from dlt.common.storages.load_package import load_package_state
+
+        try:
+            load_id = load_package_state()["load_id"]
+        except Exception:  # outside an extraction: one run
+            return
+        if load_id != self.load_id:
+            self.load_id = load_id
+            self.seen.clear()
+
+    def _table_name(self, meta: Any) -> str:
+        name = getattr(meta, "table_name", None)
+        if name is None and hasattr(meta, "hints"):
+            name = meta.hints.get("table_name")
+        return name if isinstance(name, str) else str(self.resource.table_name)
+
+    def _key_of(self, table_name: str, meta: Any) -> list[str]:
+        if table_name not in self.keys:
+            from dlt.common.schema.utils import get_columns_names_with_prop
+            from dlt.extract.items import TableNameMeta
+
+            schema = self.resource.compute_table_schema(meta=TableNameMeta(table_name))
+            self.keys[table_name] = get_columns_names_with_prop(
+                schema, "primary_key", include_incomplete=True
+            )
+        return self.keys[table_name]
+
+
 def finish_pending(pipeline: Pipeline) -> bool:
     """Load what a killed run left behind, so the next ``run`` extracts again.
 
@@ -188,6 +331,7 @@ def run_load(source: Any, target: Target | None = None) -> LoadInfo:
     waits). After the load, the analyst views (:mod:`avepoint_pipelines.views`) are created or replaced.
     """
     target = target or Target()
+    source = prepare_source(source, target)
     pipeline = make_pipeline(target)
     with exclusive_run(pipeline), dataset_writer(target.duckdb_file):
         finish_pending(pipeline)

@@ -2,8 +2,9 @@
 
 Exit codes: 0 ok, 1 unexpected failure, 2 configuration or command-line error, 3 credentials refused,
 4 a service that stayed unavailable or answered nonsense, 5 jobs set aside in ``jobs_rejected`` (only with
-``--fail-on-rejected``), 75 another run of the pipeline is in progress (try again later), 130 interrupted
-(Ctrl-C), 143 terminated (SIGTERM). Failures print one line (``-v``: the whole exception chain too).
+``--fail-on-rejected``), 6 an organization without a successful backup within the threshold (``alert``),
+75 another run of the pipeline is in progress (try again later), 130 interrupted (Ctrl-C), 143 terminated
+(SIGTERM). Failures print one line (``-v``: the whole exception chain too).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .avepoint_pipeline import (
     DEFAULT_DUCKDB,
     DEFAULT_PIPELINE,
     DEFAULT_PIPELINES_DIR,
+    TABLE_FORMATS,
     Target,
     default_pipelines_dir,
     make_pipeline,
@@ -97,6 +99,7 @@ def _target(args: argparse.Namespace) -> Target:
         pipelines_dir=args.pipelines_dir or default_pipelines_dir(destination, args.duckdb_path),
         duckdb_memory_limit=memory,
         duckdb_threads=int(threads) if threads else None,
+        table_format=getattr(args, "table_format", None),
     )
 
 
@@ -355,6 +358,33 @@ def cmd_reset(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_alert(args: argparse.Namespace) -> int:
+    """Exit 6 with one line per organization whose last successful backup is older than the threshold."""
+    from .freshness import EXIT_STALE, check_freshness, organization_names
+
+    target = _target(args)
+    if target.destination == "duckdb" and not os.path.exists(target.duckdb_path):
+        raise UsageError(
+            f"no DuckDB file at {os.path.abspath(target.duckdb_path)}: check --duckdb-path "
+            "(alert reads what load wrote)"
+        )
+    if args.stale_hours is not None and not (0 < args.stale_hours < float("inf")):
+        raise UsageError(f"--stale-hours {args.stale_hours:g} is not a positive number of hours")
+    freshness = check_freshness(
+        make_pipeline(target),
+        stale_after_hours=args.stale_hours,
+        organizations=organization_names(args.organization or []),
+    )
+    if args.json:
+        print(json.dumps(freshness.as_dict(), indent=2))
+    elif freshness.stale:
+        for line in freshness.lines():
+            print(line)
+    elif not args.quiet:
+        print(freshness.summary())
+    return EXIT_STALE if freshness.stale else EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -400,7 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="avepoint-dynamics",
         description="Load the job history of AvePoint Cloud Backup for Dynamics 365 with dlt.",
         epilog="Exit codes: 0 ok, 1 unexpected, 2 configuration, 3 authentication, 4 API failure, "
-        "5 jobs rejected (--fail-on-rejected), 130 interrupted, 143 terminated (SIGTERM).",
+        "5 jobs rejected (--fail-on-rejected), 6 stale backups (alert), 75 pipeline busy, "
+        "130 interrupted, 143 terminated (SIGTERM).",
     )
     parser.add_argument("--version", action="version", version=_version())
     # -q / -v work before or after the command: `avepoint-dynamics -q load` and `... load -q`.
@@ -465,6 +496,13 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="N",
             default="1",
             help="DuckDB threads while loading; 'none' for DuckDB's own (default: 1)",
+        )
+        command.add_argument(
+            "--table-format",
+            choices=sorted(TABLE_FORMATS),
+            default=None,
+            help="with --destination filesystem: write Delta tables, merged on the job id "
+            "(needs the lakehouse extra; default: Parquet files, one row per job per load)",
         )
         command.add_argument(
             "--fail-on-rejected",
@@ -593,6 +631,36 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"days in the outcomes chart (default: {DEFAULT_DAYS})",
     )
     report.set_defaults(func=cmd_report)
+
+    alert = commands.add_parser(
+        "alert",
+        parents=[common],
+        help="exit 6 when an organization has no successful backup within the threshold "
+        "(reads the destination's backup_freshness view)",
+    )
+    where_options(alert)
+    dataset_option(alert)
+    alert.add_argument(
+        "--stale-hours",
+        metavar="HOURS",
+        type=float,
+        default=None,
+        help=f"no successful backup for longer than this is stale (default: the view's, "
+        f"{DEFAULT_STALE_AFTER_HOURS:g})",
+    )
+    alert.add_argument(
+        "--organization",
+        metavar="NAME",
+        action="append",
+        help="only this organization, by name or id; repeat it or separate with commas "
+        "(default: every organization)",
+    )
+    alert.add_argument(
+        "--json",
+        action="store_true",
+        help="print the result as JSON, stale or not (default: one line per stale organization)",
+    )
+    alert.set_defaults(func=cmd_alert)
 
     demo = commands.add_parser(
         "demo", parents=[common], help="simulator + real pipeline + DuckDB file + summary"

@@ -12,9 +12,15 @@ Configuration, read when Dagster loads the definitions (each run loads them anew
   ``SOURCES__AVEPOINT_DYNAMICS_<TENANT>__*`` env vars), or ``build_definitions(tenants=[...])``: the asset
   then has one partition per tenant (:func:`tenant_definitions`);
 - where it goes: ``AVEPOINT_DESTINATION`` (a dlt destination name, default ``duckdb``),
-  ``AVEPOINT_DATASET``, ``AVEPOINT_PIPELINE_NAME``, ``AVEPOINT_PIPELINES_DIR`` and, for DuckDB,
-  ``AVEPOINT_DUCKDB_PATH``; the destination's credentials come from dlt config (e.g.
-  ``DESTINATION__POSTGRES__CREDENTIALS``).
+  ``AVEPOINT_DATASET``, ``AVEPOINT_PIPELINE_NAME``, ``AVEPOINT_PIPELINES_DIR``, for DuckDB
+  ``AVEPOINT_DUCKDB_PATH``, for the filesystem destination ``AVEPOINT_TABLE_FORMAT=delta`` (Delta
+  tables merged on the key); the destination's credentials come from dlt config (e.g.
+  ``DESTINATION__POSTGRES__CREDENTIALS``, ``DESTINATION__FILESYSTEM__BUCKET_URL``).
+
+The asset check ``backups_fresh`` runs after each materialization (SQL destinations: the filesystem
+destination holds no views): it fails with severity ERROR when an organization has no successful backup
+within ``AVEPOINT_STALE_HOURS`` (default: the ``backup_freshness`` view's 26), with one metadata entry per
+organization; point Dagster's alerting at failed checks to be woken.
 
 ``DagsterDltResource.run`` drops the local dlt pipeline (state, schemas, pending packages) before each run;
 the incremental state (cursor and open jobs) then comes back from the destination, where it is committed
@@ -41,14 +47,17 @@ from .avepoint_pipeline import (
     Target,
     load_file_format,
     make_pipeline,
+    prepare_source,
     rejected_jobs,
 )
 from .failures import describe_failure
+from .freshness import Freshness, check_freshness, stale_hours_from_env
 from .tenant_runs import refresh_views, run_tenant
 from .tenants import checked_tenants, configured_tenants
 from .views import refresh_views_after_load
 
 JOB_NAME = "avepoint_jobs_daily"
+CHECK_NAME = "backups_fresh"
 #: The jobs asset: dagster-dlt's key for the ``jobs`` resource, kept by the partitioned asset of tenants.
 JOBS_ASSET = dg.AssetKey("dlt_avepoint_dynamics_jobs")
 #: Daily at 02:00 UTC: after the nightly backup jobs of most tenants have finished.
@@ -63,6 +72,7 @@ def target_from_env() -> Target:
         pipeline_name=os.environ.get("AVEPOINT_PIPELINE_NAME", DEFAULT_PIPELINE),
         duckdb_path=os.environ.get("AVEPOINT_DUCKDB_PATH", DEFAULT_DUCKDB),
         pipelines_dir=os.environ.get("AVEPOINT_PIPELINES_DIR") or None,
+        table_format=os.environ.get("AVEPOINT_TABLE_FORMAT") or None,
     )
 
 
@@ -106,6 +116,21 @@ def connector_logs_to(log: logging.Logger, level: int = logging.INFO) -> Iterato
         connector.setLevel(previous)
 
 
+def freshness_result(freshness: Freshness) -> dg.AssetCheckResult:
+    """The check's result: failed (severity ERROR) when any organization is stale; one entry each."""
+    metadata: dict[str, Any] = {
+        organization.label: dg.MetadataValue.json(organization.as_dict())
+        for organization in freshness.organizations
+    }
+    metadata["stale_organizations"] = dg.MetadataValue.int(len(freshness.stale))
+    return dg.AssetCheckResult(
+        passed=not freshness.stale,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description="\n".join(freshness.lines()) or freshness.summary(),
+        metadata=metadata,
+    )
+
+
 def build_definitions(
     target: Target | None = None, source: Any = None, tenants: Sequence[str] | None = None
 ) -> dg.Definitions:
@@ -119,7 +144,8 @@ def build_definitions(
 
     Returns:
         Definitions with the asset ``dlt_avepoint_dynamics_jobs`` (the load, then the analyst views),
-        the job ``avepoint_jobs_daily`` and its schedule (02:00 UTC, running once deployed).
+        its check ``backups_fresh`` (SQL destinations), the job ``avepoint_jobs_daily`` and its
+        schedule (02:00 UTC, running once deployed).
 
     Raises:
         ValueError: both ``source`` and ``tenants`` given.
@@ -137,7 +163,7 @@ def build_definitions(
 
     # CI type-checks on the base install, where dagster's decorators are untyped (not installed).
     @dlt_assets(  # type: ignore[untyped-decorator, unused-ignore]
-        dlt_source=source if source is not None else avepoint_dynamics(),
+        dlt_source=prepare_source(source if source is not None else avepoint_dynamics(), target),
         dlt_pipeline=pipeline,
         name="avepoint_dynamics",
         group_name="avepoint",
@@ -148,6 +174,8 @@ def build_definitions(
         # as after every load (run_load): the analyst views follow the table; never fail the run
         refresh_views_after_load(pipeline)
 
+    checks = freshness_checks(next(iter(avepoint_jobs.keys)), target, pipeline)
+
     daily = dg.define_asset_job(JOB_NAME, selection=dg.AssetSelection.assets(avepoint_jobs))
     schedule = dg.ScheduleDefinition(
         job=daily,
@@ -157,10 +185,29 @@ def build_definitions(
     )
     return dg.Definitions(
         assets=[avepoint_jobs],
+        asset_checks=checks,
         jobs=[daily],
         schedules=[schedule],
         resources={"dlt": DagsterDltResource()},
     )
+
+
+def freshness_checks(asset: dg.AssetKey, target: Target, pipeline: Any) -> list[Any]:
+    """The check ``backups_fresh`` on ``asset``, read through ``pipeline``; none for the filesystem."""
+    if target.destination == "filesystem":  # files hold no views: nothing to check there
+        return []
+    stale_after_hours = stale_hours_from_env()
+
+    @dg.asset_check(  # type: ignore[untyped-decorator, unused-ignore]
+        asset=asset,
+        name=CHECK_NAME,
+        description="Every organization has a successful backup within the threshold "
+        "(backup_freshness).",
+    )
+    def backups_fresh() -> dg.AssetCheckResult:
+        return freshness_result(check_freshness(pipeline, stale_after_hours=stale_after_hours))
+
+    return [backups_fresh]
 
 
 def tenant_definitions(target: Target, tenants: Sequence[str]) -> dg.Definitions:
@@ -224,7 +271,11 @@ def tenant_definitions(target: Target, tenants: Sequence[str]) -> dg.Definitions
         for tenant in names:
             yield dg.RunRequest(run_key=f"{tenant}:{day:%Y-%m-%d}", partition_key=tenant)
 
-    return dg.Definitions(assets=[avepoint_jobs], jobs=[daily], schedules=[every_tenant_daily])
+    # The whole dataset's freshness (every tenant's organizations), read after each tenant's run.
+    checks = freshness_checks(JOBS_ASSET, target, make_pipeline(target))
+    return dg.Definitions(
+        assets=[avepoint_jobs], asset_checks=checks, jobs=[daily], schedules=[every_tenant_daily]
+    )
 
 
 @dg.definitions  # type: ignore[untyped-decorator, unused-ignore]

@@ -34,6 +34,8 @@ EXTRA_OF_MODULE = {
     "dagster_dlt": "dagster",
     "dagster_webserver": "dagster",
     "airflow": "airflow",
+    "deltalake": "lakehouse",
+    "s3fs": "s3",
 }
 
 #: Env vars whose values are secrets: dlt's ``..._SECRET``, ``..._PASSWORD``, a destination's

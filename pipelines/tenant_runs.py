@@ -27,7 +27,7 @@ from dlt.common.pipeline import LoadInfo
 from dlt.common.runtime import signals
 from dlt.pipeline.pipeline import Pipeline
 
-from .avepoint_pipeline import Target, exclusive_run, make_pipeline, run_in_steps
+from .avepoint_pipeline import Target, exclusive_run, make_pipeline, prepare_source, run_in_steps
 from .shared_dataset import dataset_writer
 from .tenants import checked_tenants, tenant_source, tenant_target
 from .views import refresh_views_after_load
@@ -82,7 +82,7 @@ def run_tenant(
         Whatever the run raised: config, credentials, the service, the destination.
     """
     into = tenant_target(target, tenant)
-    source = tenant_source(tenant, on_page=on_page, **source_args)
+    source = prepare_source(tenant_source(tenant, on_page=on_page, **source_args), into)
     pipeline = make_pipeline(into)
     with exclusive_run(pipeline):
         return run_in_steps(pipeline, source, into)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,9 @@ from avepoint_simulator import Simulator
 
 from .conftest import Loader
 from .expected import assert_rows_equal
+from .test_alert import make_stale
 from .test_destinations import unavailable
+from .test_views_report import expected_freshness
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -208,6 +212,9 @@ def test_airflow_dag_test_loads_the_ground_truth_then_only_what_changed(
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        # The simulated history has an organization without a backup for days: not this test's matter
+        # (test_airflow_backup_freshness_task_fails_when_an_organization_is_stale).
+        "AVEPOINT_STALE_HOURS": "8760",
     }
     airflow = str(airflow_python.parent / "airflow")
 
@@ -229,7 +236,8 @@ def test_airflow_dag_test_loads_the_ground_truth_then_only_what_changed(
     load = f"{loader.pipeline_name}.{loader.pipeline_name}"
     assert shape["tasks"] == {
         load: {"retries": 0, "type": "PythonOperator", "then": ["analyst_views"]},
-        "analyst_views": {"retries": 0, "type": "PythonOperator", "then": []},
+        "analyst_views": {"retries": 0, "type": "PythonOperator", "then": ["backup_freshness"]},
+        "backup_freshness": {"retries": 0, "type": "PythonOperator", "then": []},
     }
 
     run(airflow, "dags", "test", "avepoint_dynamics_jobs")  # DAG.test(): a whole run, in-process
@@ -242,3 +250,118 @@ def test_airflow_dag_test_loads_the_ground_truth_then_only_what_changed(
 
     assert_second_run_was_incremental(sim, loader, full, finished, new)
     assert_views_follow_the_load(loader)
+
+
+# ---------------------------------------------------------------------------------------- the alert
+def stale_organizations(sim: Simulator, threshold: float) -> dict[str, str]:
+    """contoso-prod made stale (its last 40 hours of backups failed); the oracle's stale ids -> names."""
+    names = {org["id"]: org["name"] for org in sim.world.organizations}
+    contoso = next(org for org, name in names.items() if name == "contoso-prod")
+    assert make_stale(sim, contoso)
+    want = expected_freshness(sim.world.ground_truth(), datetime.now(UTC), threshold)
+    stale = {org: names[org] for org, row in want.items() if row["stale"]}
+    assert contoso in stale
+    return stale
+
+
+@pytest.mark.usefixtures("dagster_installed")
+def test_dagster_check_fails_with_severity_error_when_an_organization_is_stale(
+    sim: Simulator, loader: Loader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dagster as dg
+    from avepoint_pipelines import dagster_defs
+
+    for name, value in source_env(sim, loader).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AVEPOINT_PIPELINES_DIR", str(loader.workdir / "pipelines"))
+    stale = stale_organizations(sim, 26)
+    instance = dg.DagsterInstance.ephemeral()
+
+    def materialize() -> Any:
+        defs = dagster_defs.defs()
+        assert defs.assets is not None and defs.asset_checks is not None
+        result = dg.materialize(
+            [*defs.assets, *defs.asset_checks], resources=defs.resources, instance=instance
+        )
+        assert result.success  # a failed check is a finding, not a failed load
+        (evaluation,) = result.get_asset_check_evaluations()
+        assert evaluation.check_name == "backups_fresh"
+        assert evaluation.asset_key == dg.AssetKey("dlt_avepoint_dynamics_jobs")
+        return evaluation
+
+    evaluation = materialize()
+
+    assert evaluation.passed is False
+    assert evaluation.severity == dg.AssetCheckSeverity.ERROR
+    organizations = {
+        key: entry.value for key, entry in evaluation.metadata.items() if key in stale.values()
+    }
+    assert {key for key, value in organizations.items() if value["stale"]} == set(stale.values())
+    everyone = {org["name"] for org in sim.world.organizations}
+    assert everyone <= evaluation.metadata.keys()  # one entry per organization, fresh ones too
+    assert evaluation.metadata["stale_organizations"].value == len(stale)
+    lines = evaluation.description.splitlines()
+    assert sorted(line.split(":")[1].strip() for line in lines) == sorted(stale.values())
+
+    # A threshold every organization meets: the check passes.
+    monkeypatch.setenv("AVEPOINT_STALE_HOURS", "8760")
+    evaluation = materialize()
+
+    assert evaluation.passed is True
+    assert evaluation.description == (
+        f"ok: {len(everyone)} organizations backed up within 8760 hours (duckdb:{loader.dataset})"
+    )
+
+
+def test_airflow_backup_freshness_task_fails_when_an_organization_is_stale(
+    sim: Simulator, loader: Loader, tmp_path: Path, airflow_python: Path
+) -> None:
+    home = tmp_path / "airflow"
+    (home / "dags").mkdir(parents=True)
+    (home / "dags" / "avepoint_dynamics_dag.py").write_text(DAG_FILE)
+    stale = stale_organizations(sim, 26)
+    env = {
+        **os.environ,
+        **source_env(sim, loader),
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    }
+    airflow = str(airflow_python.parent / "airflow")
+
+    def run(*command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+        )
+
+    migrated = run(airflow, "db", "migrate")
+    assert migrated.returncode == 0, migrated.stderr[-3000:]
+
+    tested = run(airflow, "dags", "test", "avepoint_dynamics_jobs")
+
+    output = tested.stdout + tested.stderr
+    assert tested.returncode == 1 and "DagRun failed" in output, output[-5000:]
+    assert task_states(output) == {
+        f"{loader.pipeline_name}.{loader.pipeline_name}": "success",
+        "analyst_views": "success",
+        "backup_freshness": "failed",
+    }
+    assert_rows_equal(loader.rows(), sim.world.ground_truth())  # the load itself worked
+    for name in stale.values():
+        assert re.search(
+            rf"\[error +\] stale: {re.escape(name)}: last successful backup [\d.]+ hours ago "
+            r"\(threshold 26 hours\)",
+            output,
+        ), output[-5000:]
+
+
+def task_states(output: str) -> dict[str, str]:
+    """Each task's last state in the log of ``airflow dags test``."""
+    tasks = dict(
+        re.findall(r"running task <TaskInstance: [\w]+\.([\w.]+) .*?ti_id=([\w-]+)>", output)
+    )
+    by_id = {ti_id: task for task, ti_id in tasks.items()}
+    states: dict[str, str] = {}
+    for state, ti_id in re.findall(r"new_state=(\w+) .*?ti_id=([\w-]+)", output):
+        states[by_id[ti_id]] = state
+    return states

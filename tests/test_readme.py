@@ -221,6 +221,10 @@ def test_the_airflow_block(sim: Simulator, tmp_path: Path, airflow_python: Path)
     assert not any(line.startswith("pip ") for line in lines)
     home = tmp_path / "home"
     env = user_env(home, airflow_python.parent, **config_env(sim))
+    # The DAG ends with the stale-backup task: in this world every organization backed up just now.
+    for organization in sim.world.organizations:
+        (job,) = sim.world.add_jobs(1, organization_id=organization["id"])
+        sim.world.patch_job(job["jobId"], type=1, status=3)
 
     bash(lines, tmp_path, env)
 

@@ -356,3 +356,47 @@ def test_first_of_each_key_per_table_per_run(tmp_path: Path) -> None:
         tables = {Path(f).name.split(".")[0]: pq.read_table(f) for f in files}
         assert sorted(tables["jobs"].column("v").to_pylist()) == [1, 2, 3, 5]
         assert tables["jobs_rejected"].column("v").to_pylist() == [7]
+
+
+def test_tenants_load_side_by_side_into_one_delta_table_keyed_by_tenant(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    # What `load --tenants contoso,fabrikam --parallel 2 --destination filesystem --table-format delta` runs.
+    from avepoint_pipelines.tenant_runs import run_tenants
+
+    from .test_tenants import _configure
+
+    with (
+        Simulator(jobs=600, seed=301) as contoso,
+        Simulator(jobs=400, seed=302) as fabrikam,
+    ):
+        _configure(monkeypatch, "contoso", contoso)
+        _configure(monkeypatch, "fabrikam", fabrikam)
+        lake = lake_for("local", tmp_path, monkeypatch, request)
+
+        def by_tenant() -> dict[str, dict[str, dict[str, Any]]]:
+            grouped: dict[str, dict[str, dict[str, Any]]] = {}
+            rows = lake.scan()
+            for row in rows:
+                grouped.setdefault(row["tenant"], {})[row["job_id"]] = row
+            assert sum(map(len, grouped.values())) == len(rows), "one row per tenant and job"
+            return grouped
+
+        first = run_tenants(["contoso", "fabrikam"], lake.target, parallel=2)
+
+        assert [r.ok for r in first] == [True, True], [r.error for r in first]
+        rows = by_tenant()
+        assert_rows_equal(rows["contoso"], contoso.world.ground_truth())
+        assert_rows_equal(rows["fabrikam"], fabrikam.world.ground_truth())
+
+        contoso.world.finish_running()
+        contoso.world.add_jobs(12, running=3)
+        fabrikam.world.add_jobs(8)
+
+        second = run_tenants(["contoso", "fabrikam"], lake.target, parallel=2)
+
+        assert all(r.ok for r in second), [r.error for r in second]
+        rows = by_tenant()
+        assert_rows_equal(rows["contoso"], contoso.world.ground_truth())
+        assert_rows_equal(rows["fabrikam"], fabrikam.world.ground_truth())
+        assert "MERGE" in lake.history()

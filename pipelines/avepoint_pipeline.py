@@ -22,7 +22,7 @@ from dlt.common.pipeline import LoadInfo
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.pipeline import Pipeline
 
-from .shared_dataset import dataset_writer, retry_schema_races
+from .shared_dataset import dataset_writer, delta_table_turn, retry_schema_races
 from .views import refresh_views_after_load
 
 logger = logging.getLogger(__name__)
@@ -350,14 +350,16 @@ def run_in_steps(pipeline: Pipeline, source: Any, target: Target) -> LoadInfo:
     Restore the state from the destination (when the local one is older or gone) and finish a package a
     crashed run left; extract and normalize, which touch only the pipeline's working folder; load, retried
     when its schema migration meets another pipeline's. For DuckDB the first and the last step hold the
-    file's writer lock, so that tenants read their services side by side and write one after another.
+    file's writer lock (and for Delta tables an in-process turn), so that tenants read their services side
+    by side and write one after another.
     The caller holds the pipeline's run lock.
     """
-    with dataset_writer(target.duckdb_file):
+    delta_dataset = target.dataset_name if target.table_format else None
+    with dataset_writer(target.duckdb_file), delta_table_turn(delta_dataset):
         if pipeline.config.restore_from_destination:
             pipeline.sync_destination()
         finish_pending(pipeline)
     pipeline.extract(source, loader_file_format=load_file_format(target))
     pipeline.normalize()
-    with dataset_writer(target.duckdb_file):
+    with dataset_writer(target.duckdb_file), delta_table_turn(delta_dataset):
         return retry_schema_races(pipeline, pipeline.load)

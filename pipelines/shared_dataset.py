@@ -155,3 +155,23 @@ def dataset_writer(duckdb_path: str | None) -> Iterator[None]:
             finally:
                 held[path] = 0
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+_DELTA_TURNS: dict[str, threading.RLock] = {}
+
+
+@contextmanager
+def delta_table_turn(dataset: str | None) -> Iterator[None]:
+    """While the block runs, this thread is the only one of this process writing ``dataset``'s Delta tables.
+
+    delta-rs commits optimistically: two tenants merging into one Delta table at the same moment may
+    conflict, and the loser's load fails. Threads of one process (``--parallel``) take turns here; several
+    workers need delta-rs's own commit coordination (docs/scale.md). No-op when ``dataset`` is None.
+    """
+    if dataset is None:
+        yield
+        return
+    with _GUARD:
+        turn = _DELTA_TURNS.setdefault(dataset, threading.RLock())
+    with turn:
+        yield

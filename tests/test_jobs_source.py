@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from avepoint_simulator import Simulator
 
 from .conftest import Loader, config_env
 from .expected import api_time, assert_rows_equal
+from .waiting import wait_until
 
 
 def jobs_requests(sim: Simulator) -> int:
@@ -227,7 +227,9 @@ def test_fractional_seconds_sort_as_times_not_strings(sim: Simulator, loader: Lo
     whole = whole.replace(microsecond=0)
     sim.world.patch_job(pair[0]["jobId"], startTime=whole.strftime("%Y-%m-%dT%H:%M:%SZ"))
     sim.world.patch_job(pair[1]["jobId"], startTime=whole.strftime("%Y-%m-%dT%H:%M:%S") + ".5Z")
-    time.sleep(1.0)  # both start before the next run's frozen window end
+    # Both must start before the next run's frozen window end (the service's clock, whole seconds).
+    later = whole.timestamp() + 1
+    wait_until(lambda: sim.clock.seconds() >= later, "the service's clock to pass the pair")
 
     loader.load()
 

@@ -214,7 +214,19 @@ def test_backfill_bounds_are_half_open_to_the_microsecond_and_leave_state_alone(
     expected = [j for j in truth if start <= api_time(j["startTime"]) < end]  # type: ignore[operator]
     assert_rows_equal(got, expected)
     assert start_job["jobId"] in got and end_job["jobId"] not in got
-    assert backfill.state() in ({}, {"open_jobs": {}}) or "cursor" not in backfill.state()
+    left = backfill.state()
+    assert "cursor" not in left  # a backfill never moves the incremental cursor
+    assert left.pop("service_time")  # the service's clock, read at the start of the run
+    assert left == {  # and follows nothing: every job of the window was finished
+        "filters": {"status": None},
+        "open_jobs": {},
+        "open_fingerprints": {},
+        "rejected_jobs": {},
+        "rejected_since": {},
+        "rejected_windows": {},
+        "abandoned_jobs": {},
+        "abandoned_count": 0,
+    }
     assert loader.state() == state_before
 
 

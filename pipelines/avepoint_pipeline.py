@@ -6,6 +6,7 @@ import fcntl
 import importlib.util
 import logging
 import os
+import shutil
 from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -306,6 +307,30 @@ class FirstOfEachKey:
         return self.keys[table_name]
 
 
+def drop_normalized_leftovers(pipeline: Pipeline) -> list[str]:
+    """Remove extracted packages that were normalized already; their load ids.
+
+    dlt's normalize commits a package to ``load/normalized`` and then deletes its extracted copy file by
+    file: a run killed in between leaves a half-deleted copy (its ``schema.json`` gone, say) that every
+    later normalize fails on ("No such file or directory: .../normalize/extracted/<id>/schema.json").
+    The normalized package holds all of it, so the copy can go.
+    """
+    root = Path(pipeline.working_dir)
+    extracted = root / "normalize" / "extracted"
+    if not extracted.is_dir():
+        return []
+    done = sorted(
+        package.name
+        for package in extracted.iterdir()
+        if (root / "load" / "normalized" / package.name).is_dir()
+        or (root / "load" / "loaded" / package.name).is_dir()
+    )
+    for load_id in done:
+        logger.warning("removing what a killed run left of package %s, normalized already", load_id)
+        shutil.rmtree(extracted / load_id)
+    return done
+
+
 def finish_pending(pipeline: Pipeline) -> bool:
     """Load what a killed run left behind, so the next ``run`` extracts again.
 
@@ -315,6 +340,7 @@ def finish_pending(pipeline: Pipeline) -> bool:
     Returns:
         True if there was something pending.
     """
+    drop_normalized_leftovers(pipeline)
     if not pipeline.has_pending_data:
         return False
     logger.warning("finishing a load package a previous run left pending")

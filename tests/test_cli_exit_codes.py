@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from avepoint_simulator import Simulator
 
 from .conftest import Loader, config_env
 from .expected import assert_rows_equal
+from .waiting import wait_until
 
 
 def _env(sim: Simulator) -> dict[str, str]:
@@ -35,13 +35,6 @@ def _command(tmp_path: Path, *args: str) -> list[str]:
         str(tmp_path / "jobs.duckdb"),
         *args,
     ]
-
-
-def _wait_for(condition: object, what: str, timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 @pytest.mark.parametrize(
@@ -65,7 +58,7 @@ def test_a_stopped_load_exits_with_its_code_and_the_next_run_is_complete(
         )
         try:
             # extracting: pages are being read (150 of them at 60 ms, two at a time)
-            _wait_for(lambda: slow.stats()["jobs_requests"] >= 5, "the load to read pages")
+            wait_until(lambda: slow.stats()["jobs_requests"] >= 5, "the load to read pages")
             process.send_signal(signum)
             stdout, stderr = process.communicate(timeout=120)
         finally:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from avepoint_simulator import Simulator
 
 from .conftest import Loader, config_env
 from .expected import api_time, assert_rows_equal
+from .waiting import wait_until
 
 
 def jobs_requests(sim: Simulator) -> int:
@@ -214,7 +214,19 @@ def test_backfill_bounds_are_half_open_to_the_microsecond_and_leave_state_alone(
     expected = [j for j in truth if start <= api_time(j["startTime"]) < end]  # type: ignore[operator]
     assert_rows_equal(got, expected)
     assert start_job["jobId"] in got and end_job["jobId"] not in got
-    assert backfill.state() in ({}, {"open_jobs": {}}) or "cursor" not in backfill.state()
+    left = backfill.state()
+    assert "cursor" not in left  # a backfill never moves the incremental cursor
+    assert left.pop("service_time")  # the service's clock, read at the start of the run
+    assert left == {  # and follows nothing: every job of the window was finished
+        "filters": {"status": None},
+        "open_jobs": {},
+        "open_fingerprints": {},
+        "rejected_jobs": {},
+        "rejected_since": {},
+        "rejected_windows": {},
+        "abandoned_jobs": {},
+        "abandoned_count": 0,
+    }
     assert loader.state() == state_before
 
 
@@ -227,7 +239,9 @@ def test_fractional_seconds_sort_as_times_not_strings(sim: Simulator, loader: Lo
     whole = whole.replace(microsecond=0)
     sim.world.patch_job(pair[0]["jobId"], startTime=whole.strftime("%Y-%m-%dT%H:%M:%SZ"))
     sim.world.patch_job(pair[1]["jobId"], startTime=whole.strftime("%Y-%m-%dT%H:%M:%S") + ".5Z")
-    time.sleep(1.0)  # both start before the next run's frozen window end
+    # Both must start before the next run's frozen window end (the service's clock, whole seconds).
+    later = whole.timestamp() + 1
+    wait_until(lambda: sim.clock.seconds() >= later, "the service's clock to pass the pair")
 
     loader.load()
 

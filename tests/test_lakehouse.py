@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from avepoint_simulator import Faults, Simulator
 from .conftest import config_env, credentials_for
 from .expected import api_time, assert_rows_equal
 from .test_destinations import _free_port, jobs_requests, source_for, unavailable
+from .waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = "avepoint"
@@ -97,15 +97,17 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         )
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
+
+        def answers() -> bool:
+            if server.poll() is not None:
+                pytest.fail(f"the local S3 server did not start: {log.read_text()[-2000:]}")
             try:
                 urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
-                break
             except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"the local S3 server did not start: {log.read_text()[-2000:]}")
-                time.sleep(0.05)  # polling a starting server, not waiting a fixed time
+                return False
+            return True
+
+        wait_until(answers, "the local S3 server to answer", interval_s=0.05)
         yield endpoint
     finally:
         server.terminate()

@@ -23,7 +23,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from .test_orchestrators import (
     airflow_python,  # noqa: F401  (the fixture)
     dagster_installed,  # noqa: F401  (the fixture)
 )
+from .waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -261,20 +261,23 @@ def _wait_for_dagster_assets(
 ) -> list[list[str]]:
     """Poll the webserver's GraphQL API until it lists assets (bounded); their keys."""
     query = {"query": "{ assetNodes { assetKey { path } } }"}
-    deadline = time.monotonic() + timeout_s
     session = requests.Session()
     session.trust_env = False  # loopback: no proxy
-    while time.monotonic() < deadline:
+
+    def asset_nodes() -> list[Any]:
         assert process.poll() is None, f"the Dagster block ended early:\n{log.read_text()[-5000:]}"
         try:
             answer = session.post(f"http://127.0.0.1:{port}/graphql", json=query, timeout=5)
-            nodes = answer.json().get("data", {}).get("assetNodes") or []
+            nodes: list[Any] = answer.json().get("data", {}).get("assetNodes") or []
         except (requests.RequestException, ValueError):
             nodes = []
-        if nodes:
-            return [node["assetKey"]["path"] for node in nodes]
-        time.sleep(0.5)
-    raise AssertionError(f"dagster dev did not answer in {timeout_s} s:\n{log.read_text()[-5000:]}")
+        return nodes
+
+    try:
+        nodes = wait_until(asset_nodes, "dagster dev to list assets", timeout_s, interval_s=0.5)
+    except AssertionError as timed_out:
+        raise AssertionError(f"{timed_out}:\n{log.read_text()[-5000:]}") from None
+    return [node["assetKey"]["path"] for node in nodes]
 
 
 def _stop_group(process: subprocess.Popen[str]) -> None:

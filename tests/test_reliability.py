@@ -6,10 +6,10 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from avepoint_simulator import Faults, Simulator
 from .conftest import Loader
 from .expected import api_time, assert_rows_equal
 from .test_jobs_source import _root
+from .waiting import wait_until
 
 ALL_AT_ONCE: dict[str, Any] = {
     "error_rate": 0.10,
@@ -419,9 +420,39 @@ print("done")
 """
 
 
+#: Where dlt keeps a load package in the pipeline's working folder, and the step it waits for there.
+#: A package moves down this list (it may sit in two folders for a moment: the later one wins).
+PACKAGE_FOLDERS = {
+    "normalize/extracted": "normalize",
+    "load/new": "normalize",
+    "load/normalized": "load",
+    "load/loaded": "finished",
+}
+
+
+def _packages(workdir: Path) -> dict[str, str]:
+    """Each load package of the kill script's pipeline (by load id) and the step it waits for."""
+    root = workdir / "pipelines" / "avepoint_test"
+    found: dict[str, str] = {}
+    for folder, step in PACKAGE_FOLDERS.items():
+        if (root / folder).is_dir():
+            found.update({package.name: step for package in (root / folder).iterdir()})
+    return found
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_killed_at_any_moment_the_next_run_finishes_exact(seed: int, tmp_path: Path) -> None:
+    """Three kills inside a run, each proven to land in extract, normalize or load; then a clean run.
+
+    The moment to kill is a condition, not a clock: after some page requests (extract: the first kill,
+    while the run still reads every page; later runs are incremental and read few), or as soon as the
+    run's package is extracted (normalize) or normalized (load). Where a kill landed is read from the
+    pipeline's working folder afterwards: no package of this run yet (extract), a package waiting to
+    be normalized or loaded; one already loaded would mean the kill came after the run.
+    """
     rng = random.Random(seed)
+    aims = ["extract", *rng.sample(["normalize", "load"], 2)]
+    landed: list[str] = []
     with Simulator(jobs=4_000, seed=seed, latency_ms=10) as sim:
         args = [
             sim.base_url,
@@ -433,16 +464,49 @@ def test_killed_at_any_moment_the_next_run_finishes_exact(seed: int, tmp_path: P
         ]
         command = [sys.executable, "-c", KILL_SCRIPT, *args]
         clean_env = {k: v for k, v in os.environ.items() if not k.startswith("SOURCES__")}
-        for round_ in range(3):
+        for round_, aim in enumerate(aims):
+            before = set(_packages(tmp_path))
+            sim.reset_stats()
+            pages = rng.randrange(1, 60)  # of the ~90 requests a first full run makes
             process = subprocess.Popen(
                 command, env=clean_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
             )
-            time.sleep(rng.uniform(0.3, 4.0))
+
+            def reached(
+                process: subprocess.Popen[bytes] = process,
+                aim: str = aim,
+                pages: int = pages,
+                before: set[str] = before,
+            ) -> bool:
+                if process.poll() is not None:
+                    return True  # ended on its own: the assertions below say so
+                if aim == "extract":
+                    return bool(sim.stats()["jobs_requests"] >= pages)
+                return aim in {
+                    step for load_id, step in _packages(tmp_path).items() if load_id not in before
+                }
+
+            wait_until(reached, f"the run to reach its {aim} step", interval_s=0.005)
             process.send_signal(signal.SIGKILL)
-            process.wait(timeout=30)
+            out, err = process.communicate(timeout=30)
+            assert process.returncode == -signal.SIGKILL, (
+                f"round {round_}: the run ended ({process.returncode}) before the kill: "
+                f"{err.decode(errors='replace')[-2000:]}"
+            )
+            assert b"done" not in out
+            new = {k: v for k, v in _packages(tmp_path).items() if k not in before}
+            assert len(new) <= 1, new
+            step = next(iter(new.values()), "extract")
+            assert step in ("extract", "normalize", "load"), (
+                f"round {round_}: killed after its load"
+            )
+            if aim == "extract":
+                assert step == "extract" and sim.stats()["jobs_requests"] >= pages
+            landed.append(step)
             sim.world.add_jobs(rng.randrange(1, 30), running=1)
             if round_ == 1:
                 sim.world.finish_running()
+        assert landed[0] == "extract" and set(landed[1:]) <= {"normalize", "load"}, landed
         finished = subprocess.run(
             command, env=clean_env, capture_output=True, text=True, timeout=300
         )
@@ -451,3 +515,23 @@ def test_killed_at_any_moment_the_next_run_finishes_exact(seed: int, tmp_path: P
         (count, distinct) = loader.query("SELECT count(*), count(DISTINCT job_id) FROM jobs")[0]
         assert count == distinct
         assert_rows_equal(loader.rows(), sim.world.ground_truth())
+
+
+def test_a_run_killed_while_dlt_deleted_a_normalized_package_does_not_block_the_next(
+    sim: Simulator, loader: Loader
+) -> None:
+    # dlt's normalize commits the package to load/normalized, then deletes the extracted copy file by
+    # file; a kill in between leaves a copy without its schema.json next to the committed package.
+    loader.load()
+    root = loader.workdir / "pipelines" / loader.pipeline_name
+    (load_id,) = [package.name for package in (root / "load" / "loaded").iterdir()]
+    leftover = root / "normalize" / "extracted" / load_id
+    shutil.copytree(root / "load" / "loaded" / load_id, leftover)
+    (leftover / "schema.json").unlink()
+    new = sim.world.add_jobs(5)
+
+    loader.load()
+
+    assert not leftover.exists()
+    assert {job["jobId"] for job in new} <= set(loader.rows())
+    assert_rows_equal(loader.rows(), sim.world.ground_truth())

@@ -14,7 +14,6 @@ import logging
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from avepoint_simulator import Faults, Simulator
 
 from .conftest import Loader, config_env, credentials_for
 from .expected import api_time, assert_rows_equal
+from .waiting import wait_until
 
 CERTIFICATE = {"client_secret": None}
 
@@ -193,8 +193,11 @@ def test_a_backfill_and_a_scheduled_run_never_interleave(tmp_path: Path) -> None
         )
         try:
             lock = tmp_path / "pipelines" / "avepoint_dynamics" / "avepoint-run.lock"
-            _wait_for(lambda: lock.exists() and f"pid {backfill.pid}" in lock.read_text())
-            _wait_for(lambda: sim.stats()["jobs_requests"] >= 3)  # it is reading
+            wait_until(
+                lambda: lock.exists() and f"pid {backfill.pid}" in lock.read_text(),
+                "the backfill to take the run lock",
+            )
+            wait_until(lambda: sim.stats()["jobs_requests"] >= 3, "the backfill to read pages")
 
             load = _cli(["load", *_target(tmp_path)], env, tmp_path)
 
@@ -346,12 +349,3 @@ def test_a_job_that_never_ends_is_abandoned_after_the_age_and_said_once(
             ["state", *_target(tmp_path), "--pipeline-name", "avepoint_test"], {}, tmp_path
         )
         assert json.loads(shown.stdout)["abandoned_jobs"] == 1
-
-
-def _wait_for(condition: Any, timeout_s: float = 60.0) -> None:
-    """Poll a condition (never a fixed sleep); fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)

@@ -56,6 +56,8 @@ def test_the_server_does_not_know_the_simulator() -> None:
 
 
 def test_no_module_imports_the_connector() -> None:
-    for path in PACKAGE.glob("*.py"):
+    modules = sorted(PACKAGE.glob("*.py"))
+    assert len(modules) > 5, PACKAGE  # the package's modules, not an empty folder passing
+    for path in modules:
         tops = {name.split(".")[0] for name in _imports(path)}
         assert not tops & {"avepoint_dynamics", "avepoint_pipelines"}, path.name

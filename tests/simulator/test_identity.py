@@ -17,6 +17,7 @@ from avepoint_simulator import Simulator, make_certificate, make_pfx
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from ..waiting import wait_until
 from .conftest import SimClient
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -247,8 +248,14 @@ def test_missing_unknown_and_expired_bearer(
     short_client = SimClient(short)
     assert short_client.token_response().json()["expires_in"] == 1
     assert short_client.v1().status_code == 200
-    time.sleep(1.2)
-    expired = short_client.v1()
+    answers: list[requests.Response] = []
+
+    def refused() -> bool:
+        answers.append(short_client.v1())
+        return answers[-1].status_code != 200
+
+    wait_until(refused, "the one-second token to expire", interval_s=0.1)
+    expired = answers[-1]
     assert expired.status_code == 401 and "expired" in expired.headers["WWW-Authenticate"]
     assert short_client.v2().status_code == 401
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 from typing import Any
 
 import pytest
 from avepoint_simulator import Simulator
 from avepoint_simulator.times import parse_time
 
+from ..waiting import wait_until
 from .conftest import SimClient
 
 
@@ -145,31 +145,28 @@ def test_paging_is_exhaustive_while_world_is_still(
 
 def test_arrivals_clock(avepoint_simulator_factory: Any) -> None:
     sim = avepoint_simulator_factory(jobs=10, arrivals_per_minute=600)  # one every 0.1 s
-    time.sleep(0.75)
-    total = sim.world.total()
-    assert total >= 13
+    wait_until(lambda: sim.world.total() >= 14, "the clock to add four jobs")
     truth = sim.world.ground_truth()
     assert any(j["status"] == 2 for j in truth[-2:])
     assert any(j["status"] != 2 for j in truth[10:-3])
 
 
-def test_million_jobs_page_fast() -> None:
-    started = time.monotonic()
+# How fast deep pages are served is measured by bench/simulator_bench.py, not asserted here: the
+# timeout only bounds a simulator that scans instead of seeking.
+@pytest.mark.timeout(120)
+def test_million_jobs_serve_deep_pages() -> None:
     with Simulator(jobs=1_000_000, seed=1) as sim:
-        assert time.monotonic() - started < 20
         client = SimClient(sim)
         org = sim.world.organizations[1]["id"]
         answer = client.v1(
             {"organizationId": org, "pageInfo": {"currentPage": 900, "pageSize": 100}}
         ).json()
         assert len(answer["jobs"]) == 100 and answer["totalCount"] > 90_000
-        begun = time.monotonic()
         for page in (1, 5_000, 10_000):
             assert (
                 len(client.v1({"pageInfo": {"currentPage": page, "pageSize": 100}}).json()["jobs"])
                 == 100
             )
-        assert time.monotonic() - begun < 3  # generous: ~ms each
 
 
 def test_add_jobs_refuses_a_future_anchor(avepoint_simulator_factory: Any) -> None:

@@ -33,7 +33,7 @@ REAL_TENANT = """To load a real tenant, put the app registration in .dlt/secrets
     client_id = "<app id from AvePoint Online Services>"
     client_secret = "<secret>"    # or private_key + certificate, or pfx_path + pfx_password
 
-then run:  avepoint-dynamics check   and   avepoint-dynamics load"""
+then run:  avepoint-dynamics check,   avepoint-dynamics check --deep,   avepoint-dynamics load"""
 
 #: The simulator is a distribution of its own (simulator/ in the repository), not a dependency.
 SIMULATOR_MISSING = (

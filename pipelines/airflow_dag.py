@@ -214,14 +214,7 @@ def build_dag(tenants: list[str] | None = None) -> DAG:
             task_id="analyst_views", python_callable=refresh_views, op_args=[target], retries=0
         )
         load[-1] >> views
-        if target.destination != "filesystem":  # files hold no views: nothing to check there
-            fresh = PythonOperator(
-                task_id="backup_freshness",
-                python_callable=alert_on_stale_backups,
-                op_args=[target],
-                retries=0,
-            )
-            views >> fresh
+        _alert_after(views, target)
     return dag
 
 
@@ -249,7 +242,12 @@ def _map_tenants(group: PipelineTasksGroup, target: Target, tenants: list[str]) 
         retries=0,
     )
     loads >> [views, failed]
-    if target.destination != "filesystem":  # files hold no views: nothing to check there
+    _alert_after(views, target)
+
+
+def _alert_after(views: PythonOperator, target: Target) -> None:
+    """``backup_freshness`` after ``views``; none for the filesystem destination (files hold no views)."""
+    if target.destination != "filesystem":
         fresh = PythonOperator(
             task_id="backup_freshness",
             python_callable=alert_on_stale_backups,

@@ -236,7 +236,7 @@ def tenant_definitions(target: Target, tenants: Sequence[str]) -> dg.Definitions
     names = checked_tenants(tenants)
     partitions = dg.StaticPartitionsDefinition(names)
 
-    @dg.asset(
+    @dg.asset(  # type: ignore[untyped-decorator, unused-ignore]
         key=JOBS_ASSET,
         partitions_def=partitions,
         group_name="avepoint",

@@ -402,3 +402,48 @@ def test_tenants_load_side_by_side_into_one_delta_table_keyed_by_tenant(
         assert_rows_equal(rows["contoso"], contoso.world.ground_truth())
         assert_rows_equal(rows["fabrikam"], fabrikam.world.ground_truth())
         assert "MERGE" in lake.history()
+
+
+def test_the_delta_block_of_the_orchestrators_page_runs_as_written(
+    sim: Simulator, tmp_path: Path, delta_reader: Path, s3_endpoint: str
+) -> None:
+    # docs/orchestrators.md, "Delta tables (lakehouse)": a folder, then S3 (here the local S3 server)
+    import boto3
+
+    from .test_readme import ORCHESTRATORS, as_run_here, bash, readme_blocks, user_env
+
+    pytest.importorskip("deltalake", reason="pip install -e '.[lakehouse]' (scripts/test does)")
+    (block,) = readme_blocks("### Delta tables (lakehouse)", page=ORCHESTRATORS)
+    lines = as_run_here(block)
+    split = next(i for i, line in enumerate(lines) if line.startswith("# S3"))
+    folder = tmp_path / "data"
+    env = user_env(tmp_path / "home", Path(sys.executable).parent, **config_env(sim))
+
+    local = [line.replace("/data/avepoint", str(folder)) for line in lines[:split]]
+    bash(local, tmp_path, env)
+
+    on_disk = Lake(Target(), str(folder / "avepoint"), delta_reader, tmp_path)
+    assert_rows_equal(on_disk.jobs(), sim.world.ground_truth())
+
+    bucket = f"docs-{uuid.uuid4().hex[:12]}"
+    boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    ).create_bucket(Bucket=bucket)
+    remote = []
+    for line in lines[split:]:
+        line = line.replace("s3://my-bucket/history", f"s3://{bucket}/history")
+        line = line.replace("=...", "=testing").replace("eu-west-1", "us-east-1")
+        if line.startswith("# only for S3-compatible storage: "):
+            line = line.removeprefix("# only for S3-compatible storage: ")
+            line = line.replace("https://minio.example.com:9000", s3_endpoint)
+        remote.append(line)
+    bash(remote, tmp_path / "home", env)
+
+    in_bucket = Lake(
+        Target(), f"s3://{bucket}/history/avepoint", delta_reader, tmp_path, s3_endpoint
+    )
+    assert_rows_equal(in_bucket.jobs(), sim.world.ground_truth())

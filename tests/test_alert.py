@@ -261,3 +261,35 @@ def test_alert_reads_backup_freshness_in_postgres(
         0,
         ["ok: 1 organization backed up within 100 hours (postgres:alert_pg)"],
     )
+
+
+# ---------------------------------------------------------------------------------------- tenants
+def test_alert_names_the_tenant_of_a_stale_organization_when_tenants_share_the_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from avepoint_pipelines.tenant_runs import run_tenants
+
+    from .test_tenants import _configure
+
+    with Simulator(jobs=3_000, seed=41) as contoso, Simulator(jobs=3_000, seed=42) as fabrikam:
+        _configure(monkeypatch, "contoso", contoso)
+        _configure(monkeypatch, "fabrikam", fabrikam)
+        # the same organization name in both tenants; stale in fabrikam's only
+        organization = next(o for o in fabrikam.world.organizations if o["name"] == "contoso-prod")
+        assert make_stale(fabrikam, organization["id"])
+        assert any(o["name"] == "contoso-prod" for o in contoso.world.organizations)
+        target = Target(
+            duckdb_path=str(tmp_path / "jobs.duckdb"), pipelines_dir=str(tmp_path / "pipelines")
+        )
+        results = run_tenants(["contoso", "fabrikam"], target, parallel=2)
+        assert all(r.ok for r in results), [r.error for r in results]
+
+        code, lines, errors = alert(capsys, "--duckdb-path", target.duckdb_path)
+
+    assert (code, errors) == (6, [])
+    shown = [LINE.fullmatch(line) for line in lines]
+    assert all(shown), lines
+    stale = {(m["name"], m["tenant"]) for m in shown if m}
+    assert ("contoso-prod", "fabrikam") in stale
+    assert ("contoso-prod", "contoso") not in stale
+    assert all(tenant in ("contoso", "fabrikam") for _, tenant in stale)

@@ -177,6 +177,20 @@ def test_dagster_tenants_are_partitions_and_a_failed_one_runs_again_alone(
     world.assert_exact(*NAMES)
     for tenant, requests in full.items():
         assert _jobs_requests(world.sims[tenant]) < requests / 3  # incremental, from its own state
+    # the stale-backup check runs after a tenant's partition and reads every tenant's organizations
+    defs = dagster_defs.defs()
+    assert defs.assets is not None and defs.asset_checks is not None
+    checked = dg.materialize(
+        [*defs.assets, *defs.asset_checks], partition_key="contoso", instance=instance
+    )
+    assert checked.success
+    (evaluation,) = checked.get_asset_check_evaluations()
+    assert (evaluation.check_name, evaluation.asset_key) == (
+        "backups_fresh",
+        dagster_defs.JOBS_ASSET,
+    )
+    labels = set(evaluation.metadata) - {"stale_organizations"}
+    assert {label.split("/")[0] for label in labels} == set(NAMES)
     # the analyst views count every tenant's jobs
     with duckdb.connect(str(world.duckdb_path), read_only=True) as con:
         by_tenant = dict(

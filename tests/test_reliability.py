@@ -448,7 +448,9 @@ def test_killed_at_any_moment_the_next_run_finishes_exact(seed: int, tmp_path: P
     while the run still reads every page; later runs are incremental and read few), or as soon as the
     run's package is extracted (normalize) or normalized (load). Where a kill landed is read from the
     pipeline's working folder afterwards: no package of this run yet (extract), a package waiting to
-    be normalized or loaded; one already loaded would mean the kill came after the run.
+    be normalized or loaded, or (on a loaded machine, the signal arriving a moment after the check) a
+    package loaded while the run still made its views. Every kill lands before the run ends: the
+    process dies of the signal and never prints "done".
     """
     rng = random.Random(seed)
     aims = ["extract", *rng.sample(["normalize", "load"], 2)]
@@ -496,17 +498,21 @@ def test_killed_at_any_moment_the_next_run_finishes_exact(seed: int, tmp_path: P
             assert b"done" not in out
             new = {k: v for k, v in _packages(tmp_path).items() if k not in before}
             assert len(new) <= 1, new
-            step = next(iter(new.values()), "extract")
-            assert step in ("extract", "normalize", "load"), (
-                f"round {round_}: killed after its load"
-            )
+            # No package of this run: still extracting. Aimed later, the package was seen, so it
+            # finished loading between the check and the signal (dlt drops or keeps it as loaded):
+            # the kill came while run_load made the views or committed, still inside the run
+            # ("done" not printed), which is what the next run must survive too.
+            step = next(iter(new.values()), "extract" if aim == "extract" else "finished")
+            if step == "finished":
+                step = "after load"
             if aim == "extract":
                 assert step == "extract" and sim.stats()["jobs_requests"] >= pages
             landed.append(step)
             sim.world.add_jobs(rng.randrange(1, 30), running=1)
             if round_ == 1:
                 sim.world.finish_running()
-        assert landed[0] == "extract" and set(landed[1:]) <= {"normalize", "load"}, landed
+        assert landed[0] == "extract", landed
+        assert set(landed[1:]) <= {"normalize", "load", "after load"}, landed
         finished = subprocess.run(
             command, env=clean_env, capture_output=True, text=True, timeout=300
         )

@@ -1,0 +1,392 @@
+"""The commands of ``avepoint-dynamics``: what each does with its parsed options, and its exit code.
+
+The parser and the entry point are in :mod:`avepoint_pipelines.cli`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+from datetime import UTC, datetime, timedelta
+
+from avepoint_dynamics import ConfigError, avepoint_dynamics, check_connection, check_service
+
+from .avepoint_pipeline import (
+    DEFAULT_DATASET,
+    Target,
+    default_pipelines_dir,
+    make_pipeline,
+    rejected_jobs,
+    run_load,
+)
+from .console import Progress, TenantProgress, plural
+from .failures import (
+    EXIT_OK,
+    EXIT_REJECTED,
+    UsageError,
+    chain_lines,
+    describe_failure,
+)
+from .report import ReportError, write_report
+from .source_options import source_args
+from .tenants import tenant_target
+
+logger = logging.getLogger("avepoint_dynamics.cli")
+
+_ISO_8601 = re.compile(
+    r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?",
+    re.IGNORECASE,
+)
+ISO_EXAMPLES = "2026-11-01 or 2026-11-01T00:00:00Z"
+
+
+def iso_moment(flag: str, text: str) -> datetime:
+    """A command-line date or time, ISO-8601 only (a date is its midnight, no offset is UTC).
+
+    ``11/01/2026`` or ``Nov 1 2026`` are refused rather than guessed: one reads them as 1 November,
+    another as 11 January.
+
+    Raises:
+        UsageError: naming ``flag`` and the accepted form.
+    """
+    value = text.strip()
+    if not _ISO_8601.fullmatch(value):
+        raise UsageError(
+            f"{flag} {text!r} is not an ISO-8601 date or time; write it like {ISO_EXAMPLES}"
+        )
+    value = value.replace(",", ".")
+    value = re.sub(r"(\.\d{6})\d+", r"\1", value)  # beyond microseconds: truncated
+    value = re.sub(r"([+-]\d{2})(\d{2})$", r"\1:\2", value)  # +0200 -> +02:00
+    try:
+        moment = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+    except ValueError as error:
+        raise UsageError(f"{flag} {text!r} is not a valid date or time ({error})") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _target(args: argparse.Namespace) -> Target:
+    destination = args.destination
+    memory = _none_or(getattr(args, "duckdb_memory_limit", None))
+    threads = _none_or(getattr(args, "duckdb_threads", None))
+    return Target(
+        destination=destination,
+        dataset_name=getattr(args, "dataset", DEFAULT_DATASET),
+        pipeline_name=args.pipeline_name,
+        duckdb_path=args.duckdb_path,
+        pipelines_dir=args.pipelines_dir or default_pipelines_dir(destination, args.duckdb_path),
+        duckdb_memory_limit=memory,
+        duckdb_threads=int(threads) if threads else None,
+        table_format=getattr(args, "table_format", None),
+    )
+
+
+def _none_or(value: str | None) -> str | None:
+    return None if value is None or value.strip().lower() in ("", "none") else value.strip()
+
+
+# --------------------------------------------------------------------------- commands
+def cmd_load(args: argparse.Namespace) -> int:
+    if isinstance(getattr(args, "initial_start_time", None), str):
+        args.initial_start_time = iso_moment("--initial-start-time", args.initial_start_time)
+    tenants = _tenants_of(args)
+    if tenants:
+        return _load_tenants(args, tenants)
+    progress = Progress(args.live, quiet=args.quiet)
+    try:
+        source = avepoint_dynamics(**source_args(args), on_page=progress)
+        info = run_load(source, _target(args))
+    finally:
+        progress.close()
+    rejected = rejected_jobs(info)
+    if not args.quiet:
+        packages = len(getattr(info, "loads_ids", []) or [])
+        print(
+            f"loaded {plural(progress.jobs, 'job')} from {plural(progress.pages, 'page')} into "
+            f"{info.destination_name}:{info.dataset_name} ({plural(packages, 'package')})"
+            + (f"; {plural(rejected, 'job')} set aside in jobs_rejected" if rejected else "")
+        )
+    return _rejected_outcome(rejected, args)
+
+
+def _tenants_of(args: argparse.Namespace) -> list[str]:
+    """The tenants to load (``--tenants a,b`` or ``--tenant a``); empty for the one default tenant."""
+    listed = getattr(args, "tenants", None)
+    one = getattr(args, "tenant", None)
+    parallel = getattr(args, "parallel", None)
+    if listed and one:
+        raise UsageError(
+            "--tenant and --tenants both given: --tenant NAME for one, --tenants a,b for several"
+        )
+    tenants = [name.strip() for name in listed.split(",") if name.strip()] if listed else []
+    if listed and not tenants:
+        raise UsageError(f"--tenants {listed!r} names no tenant; give them like --tenants a,b")
+    if one:
+        tenants = [one.strip()]
+    if parallel is not None:
+        if parallel < 1:
+            raise UsageError(f"--parallel {parallel}: give 1 or more tenants at once")
+        if len(tenants) < 2 and parallel > 1:
+            raise UsageError(
+                f"--parallel {parallel} runs several tenants at once: name them with --tenants a,b,c"
+            )
+    return tenants
+
+
+def _rejected_outcome(rejected: int, args: argparse.Namespace, tenant: str = "") -> int:
+    """Warn about jobs set aside; with ``--fail-on-rejected`` they make the run fail."""
+    if not rejected:
+        return EXIT_OK
+    who = f"tenant {tenant}: " if tenant else ""
+    logger.warning(
+        "%s%s set aside in jobs_rejected (see its reason column); they are read again next run",
+        who,
+        plural(rejected, "job"),
+    )
+    if args.fail_on_rejected:
+        print(
+            f"error: {who}{plural(rejected, 'job')} set aside in jobs_rejected (--fail-on-rejected)",
+            file=sys.stderr,
+        )
+        return EXIT_REJECTED
+    return EXIT_OK
+
+
+def _load_tenants(args: argparse.Namespace, tenants: list[str]) -> int:
+    """Each tenant in its own pipeline, up to ``--parallel`` at once; the exit code is the worst tenant's."""
+    from .tenant_runs import run_tenants
+
+    progress: dict[str, TenantProgress] = {}
+
+    def watch(tenant: str) -> TenantProgress:
+        progress[tenant] = TenantProgress(args.live, quiet=args.quiet, label=tenant)
+        return progress[tenant]
+
+    shared = {k: v for k, v in source_args(args).items() if k != "tenant"}
+    try:
+        results = run_tenants(
+            tenants, _target(args), parallel=args.parallel or 1, watch=watch, **shared
+        )
+    finally:
+        args.live.finish()
+    worst = EXIT_OK
+    for result in results:
+        if result.ok:
+            rejected = rejected_jobs(result.load_info, result.tenant)
+            if not args.quiet:
+                read = progress[result.tenant]
+                info = result.load_info
+                aside = (
+                    f"; {plural(rejected, 'job')} set aside in jobs_rejected" if rejected else ""
+                )
+                print(
+                    f"tenant {result.tenant}: loaded {plural(read.jobs, 'job')} from "
+                    f"{plural(read.pages, 'page')} into {info.destination_name}:{info.dataset_name} "
+                    f"in {result.seconds:,.1f} s{aside}"
+                )
+            worst = max(worst, _rejected_outcome(rejected, args, result.tenant))
+            continue
+        assert result.error is not None
+        message, code = describe_failure(result.error)
+        print(f"error: tenant {result.tenant}: {message}", file=sys.stderr)
+        if args.verbose:
+            for line in chain_lines(result.error):
+                print(f"  {line}", file=sys.stderr)
+        worst = max(worst, code)
+    return worst
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    start = iso_moment("--from", args.from_)
+    if args.to:
+        end = iso_moment("--to", args.to)
+        if end <= start:
+            raise UsageError(
+                f"--from {_iso(start)} is not before --to {_iso(end)}: the range [--from, --to) "
+                "is empty"
+            )
+        args.initial_start_time, args.end_time = start, end
+        return cmd_load(args)
+    # Without --to, the range ends at the service's time now (not this machine's, which may be off):
+    # still bounded, so the cursor stays where the scheduled runs put it. A --from days ahead of this
+    # machine's clock is a typo whatever the clocks say: refused before any request.
+    local_now = datetime.now(UTC)
+    if start > local_now + timedelta(days=1):
+        raise UsageError(
+            f"--from {_iso(start)} is not before now ({_iso(local_now)}, --to's default): the range "
+            "[--from, --to) is empty"
+        )
+    args.initial_start_time, args.end_time = start, "now"
+    try:
+        return cmd_load(args)
+    except Exception as error:
+        cause = _config_error_of(error)
+        if cause is not None and cause.key == "initial_start_time":
+            raise UsageError(f"--from {cause.problem}") from None
+        raise
+
+
+def _config_error_of(error: BaseException) -> ConfigError | None:
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ConfigError):
+            return seen
+        seen = getattr(seen, "exception", None) or seen.__cause__ or seen.__context__
+    return None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    if args.deep:
+        return _check_deep(args)
+    result = check_connection(**source_args(args))
+    print(
+        f"ok: token from {result['identity_url']}; the jobs API at {result['api_url']} "
+        f"({result['api_version']}) holds {plural(result['total_jobs'], 'job')}; nothing was loaded"
+    )
+    return EXIT_OK
+
+
+def _check_deep(args: argparse.Namespace) -> int:
+    """How the tenant's service reads requests: about 15 requests, nothing loaded."""
+    findings = check_service(**source_args(args))
+    print(
+        f"the jobs API at {findings.base_url} ({findings.api_version}), checked at "
+        f"{findings.checked_at} (service time); nothing was loaded:"
+    )
+    for line in findings.lines():
+        print(f"  {line}")
+    if findings.window_selects not in (None, "start"):
+        print(
+            "  load reads this service its own way (see README, 'How the time window is read'); "
+            "it learns the same by itself on its first run"
+        )
+    return EXIT_OK
+
+
+def cmd_state(args: argparse.Namespace) -> int:
+    tenant = getattr(args, "tenant", None)
+    target = tenant_target(_target(args), tenant) if tenant else _target(args)
+    pipeline = make_pipeline(target)
+    resources = pipeline.state.get("sources", {}).get("avepoint_dynamics", {}).get("resources", {})
+    state = resources.get("jobs", {})
+    if tenant:
+        state = state.get("tenants", {}).get(tenant, {})
+    open_jobs = state.get("open_jobs", {})
+    abandoned = state.get("abandoned_jobs", {})
+    newest_abandoned = sorted(abandoned.items(), key=lambda item: item[1])[-20:]
+    report = {
+        "pipeline": pipeline.pipeline_name,
+        "pipelines_dir": target.pipelines_dir,
+        "state_file": os.path.join(pipeline.working_dir, "state.json"),
+        "tenant": tenant,
+        "cursor": state.get("cursor"),
+        "service_time": state.get("service_time"),
+        "filters": state.get("filters"),
+        "open_jobs": len(open_jobs),
+        "open_job_watermark": min(open_jobs.values()) if open_jobs else None,
+        "open_oldest": [
+            {"job_id": job_id, "start_time": start}
+            for job_id, start in sorted(open_jobs.items(), key=lambda item: item[1])[:20]
+        ],
+        "set_aside_jobs": len(state.get("rejected_jobs", {}))
+        + len(state.get("rejected_windows", {})),
+        "abandoned_jobs": int(state.get("abandoned_count") or 0),
+        "abandoned_newest": [
+            {"job_id": job_id, "start_time": start} for job_id, start in newest_abandoned
+        ],
+    }
+    if tenant is None and state.get("tenants"):
+        report["tenants"] = sorted(state["tenants"])
+    # How the service reads requests, as the first load learnt it (check --deep says the same).
+    service = pipeline.state.get("sources", {}).get("avepoint_dynamics", {}).get("service", {})
+    if len(service) == 1:
+        report["service"] = next(iter(service.values()))
+    elif service:
+        report["service"] = service
+    print(json.dumps(report, indent=2))
+    return EXIT_OK
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    if not args.yes and not sys.stdin.isatty():
+        raise UsageError("reset: not on a terminal, so there is no one to ask: use --yes")
+    tenant = getattr(args, "tenant", None)
+    pipeline = make_pipeline(tenant_target(_target(args), tenant) if tenant else _target(args))
+    what = f"tenant {tenant!r} of pipeline" if tenant else "pipeline"
+    if not args.yes:
+        answer = input(f"Forget the incremental state of {what} {pipeline.pipeline_name!r}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing changed")
+            return EXIT_OK
+    from dlt.pipeline.helpers import pipeline_drop
+
+    from .avepoint_pipeline import exclusive_run
+
+    with exclusive_run(pipeline):
+        pipeline.sync_destination()  # the state lives in the destination too: forget it there
+        if tenant:
+            pipeline_drop(
+                pipeline, state_paths=f"resources.jobs.tenants.{tenant}", state_only=True
+            )()
+        else:
+            pipeline_drop(pipeline, resources="jobs", state_only=True)()
+    print(
+        f"state of {what} {pipeline.pipeline_name!r} forgotten: the next load reads the whole history again"
+    )
+    return EXIT_OK
+
+
+def cmd_alert(args: argparse.Namespace) -> int:
+    """Exit 6 with one line per organization whose last successful backup is older than the threshold."""
+    from .freshness import EXIT_STALE, check_freshness, organization_names
+
+    target = _target(args)
+    if target.destination == "duckdb" and not os.path.exists(target.duckdb_path):
+        raise UsageError(
+            f"no DuckDB file at {os.path.abspath(target.duckdb_path)}: check --duckdb-path "
+            "(alert reads what load wrote)"
+        )
+    if args.stale_hours is not None and not (0 < args.stale_hours < float("inf")):
+        raise UsageError(f"--stale-hours {args.stale_hours:g} is not a positive number of hours")
+    freshness = check_freshness(
+        make_pipeline(target),
+        stale_after_hours=args.stale_hours,
+        organizations=organization_names(args.organization or []),
+    )
+    if args.json:
+        print(json.dumps(freshness.as_dict(), indent=2))
+    elif freshness.stale:
+        for line in freshness.lines():
+            print(line)
+    elif not args.quiet:
+        print(freshness.summary())
+    return EXIT_STALE if freshness.stale else EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    try:
+        path = write_report(
+            args.duckdb_path,
+            args.output,
+            args.dataset,
+            stale_after_hours=args.stale_hours,
+            days=args.days,
+        )
+    except ReportError as error:
+        raise UsageError(str(error)) from error
+    if not args.quiet:
+        print(f"report written to {path.resolve()}")
+    return EXIT_OK

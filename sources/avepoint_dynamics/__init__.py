@@ -21,6 +21,7 @@ from dlt.sources import DltResource
 from .credentials import AvePointCredentials
 from .errors import ApiError, AuthError, AvePointError, ConfigError, UnavailableError
 from .incremental import tenant_state
+from .interval import join_interval, scheduler_interval
 from .model import JobsPage, Window
 from .query import base_url_from, build_query, resolve_hosts
 from .rejected import DELETED_COLUMN
@@ -66,6 +67,7 @@ def avepoint_dynamics(
     ca_bundle: str | None = None,
     max_attempts: Any = 8,
     tenant: str | None = None,
+    allow_external_schedulers: bool | None = None,
     on_page: Callable[[JobsPage], None] | None = None,
 ) -> DltResource:
     """The job history of one AvePoint tenant, as the ``jobs`` table (merge on ``job_id``).
@@ -97,6 +99,10 @@ def avepoint_dynamics(
         max_attempts: Attempts per request before giving up on transient failures.
         tenant: A name for this tenant; adds a ``tenant`` column to every row, and keeps this tenant's
             state apart from other tenants' on the same pipeline.
+        allow_external_schedulers: Join the interval an external scheduler hands the run through dlt
+            (``DLT_INTERVAL_START``/``DLT_INTERVAL_END``, Airflow's data interval, or one set in code):
+            the run is then a bounded backfill of that interval, the cursor stays. Unset: dlt's
+            ``DLT_ALLOW_EXTERNAL_SCHEDULERS`` decides, as for dlt's own incrementals; default off.
         on_page: Called with each page fetched (progress reporting).
 
     Returns:
@@ -121,6 +127,9 @@ def avepoint_dynamics(
         open_job_max_age_days=open_job_max_age_days,
         base_url_from=base_url_from(region, base_url),
     )
+    interval = scheduler_interval(allow_external_schedulers)
+    if interval is not None:
+        query = join_interval(query, interval)
     credentials.client_credential()  # fail on a bad credential config before dlt starts extracting
     setup = JobsSetup(
         query=query,

@@ -26,6 +26,12 @@ holds no views) fails when an organization has no successful backup within ``AVE
 (default: the ``backup_freshness`` view's 26), logging one line per stale organization: Airflow's
 failure callbacks and alerts then wake someone.
 
+Backfills by data interval: with ``SOURCES__AVEPOINT_DYNAMICS__ALLOW_EXTERNAL_SCHEDULERS=true`` (or dlt's
+``DLT_ALLOW_EXTERNAL_SCHEDULERS=true``) in Airflow's environment, every run loads exactly its data
+interval (the day before it, 02:00 to 02:00 UTC) through dlt's scheduler interval, the cursor untouched:
+``airflow backfill create`` over last month, or ``airflow dags test avepoint_dynamics_jobs 2026-09-02``,
+loads each day once. A manual trigger gets the 24 hours before it.
+
 ``PipelineTasksGroup`` runs every task in a fresh, random dlt working folder and wipes it afterwards, so
 the incremental state (cursor and open jobs) is restored from the destination at each run: it commits
 there with every load. The DuckDB default is therefore only for a single-machine Airflow; use a shared
@@ -46,6 +52,7 @@ from typing import Any
 import pendulum
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG
+from airflow.timetables.trigger import CronTriggerTimetable
 from avepoint_dynamics import avepoint_dynamics
 from dlt.helpers.airflow_helper import PipelineTasksGroup
 
@@ -70,6 +77,17 @@ logger = logging.getLogger(__name__)
 DAG_ID = "avepoint_dynamics_jobs"
 #: Daily at 02:00 UTC: after the nightly backup jobs of most tenants have finished.
 SCHEDULE = "0 2 * * *"
+
+
+def timetable() -> CronTriggerTimetable:
+    """Daily at 02:00 UTC; each run's data interval is the day before it (02:00 to 02:00).
+
+    The interval matters only to a source that joins it (``allow_external_schedulers``): dlt hands it
+    over, and the run loads exactly that day, as ``backfill`` does. Without the interval a cron string
+    would give (Airflow 3: ``CronTriggerTimetable``, start == end), ``airflow dags test`` over a past
+    logical date, or ``airflow backfill create``, would have no day to load.
+    """
+    return CronTriggerTimetable(SCHEDULE, timezone="UTC", interval=timedelta(days=1))
 
 
 def target_from_env() -> Target:
@@ -181,7 +199,7 @@ def build_dag(tenants: list[str] | None = None) -> DAG:
     with DAG(
         dag_id=DAG_ID,
         description="AvePoint Cloud Backup for Dynamics 365: job history into a dlt destination",
-        schedule=SCHEDULE,
+        schedule=timetable(),
         start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
         catchup=False,
         max_active_runs=1,  # two loads of one pipeline at once would race on its state

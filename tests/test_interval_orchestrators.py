@@ -24,6 +24,21 @@ def started_in(sim: Simulator, start: datetime, end: datetime) -> list[dict[str,
     return [j for j in sim.world.ground_truth() if start <= api_time(j["startTime"]) < end]  # type: ignore[operator]
 
 
+def destination_cursor(loader: Loader, folder: Path) -> Any:
+    """The cursor as the destination holds it (Airflow's tasks wipe their working folder)."""
+    import dlt
+
+    pipeline = dlt.pipeline(
+        loader.pipeline_name,
+        pipelines_dir=str(folder),
+        destination=dlt.destinations.duckdb(str(loader.duckdb_path)),
+        dataset_name=loader.dataset,
+    )
+    pipeline.sync_destination()
+    jobs = pipeline.state["sources"]["avepoint_dynamics"]["resources"]["jobs"]
+    return jobs.get("cursor")
+
+
 def _count(loader: Loader) -> int:
     return int(loader.query("SELECT count(*) FROM jobs")[0][0])
 
@@ -82,26 +97,38 @@ def test_an_airflow_run_over_a_past_logical_date_loads_its_data_interval(
         "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AVEPOINT_STALE_HOURS": "8760",
-        "SOURCES__AVEPOINT_DYNAMICS__ALLOW_EXTERNAL_SCHEDULERS": "true",
     }
     airflow = str(airflow_python.parent / "airflow")
 
-    def run(*command: str) -> None:
+    def run(*command: str, **extra: str) -> None:
         done = subprocess.run(
-            command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+            command, env={**env, **extra}, cwd=tmp_path, capture_output=True, text=True, timeout=300
         )
         assert done.returncode == 0, f"{command}:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
 
     run(airflow, "db", "migrate")
-    # The run of 2026-09-02 02:00 UTC: its data interval is the day before it, 02:00 to 02:00.
-    run(airflow, "dags", "test", "avepoint_dynamics_jobs", "2026-09-02T02:00:00+00:00")
+    run(
+        airflow, "dags", "test", "avepoint_dynamics_jobs"
+    )  # the scheduled load: every job, a cursor
+    cursor = destination_cursor(loader, tmp_path / "read-1")
+    assert cursor
+    sim.world.finish_running()  # the service moves on: jobs finish, new ones start
+    new = sim.world.add_jobs(20)
+
+    # The run of 2026-09-02 02:00 UTC, joining its data interval: the day before it, 02:00 to 02:00.
+    join = {"SOURCES__AVEPOINT_DYNAMICS__ALLOW_EXTERNAL_SCHEDULERS": "true"}
+    run(airflow, "dags", "test", "avepoint_dynamics_jobs", "2026-09-02T02:00:00+00:00", **join)
 
     start, end = datetime(2026, 9, 1, 2, tzinfo=UTC), datetime(2026, 9, 2, 2, tzinfo=UTC)
     interval = started_in(sim, start, end)
     assert interval
-    assert_rows_equal(loader.rows(), interval)
-    assert "cursor" not in loader.state()
+    rows = loader.rows()
+    assert_rows_equal({j["jobId"]: rows[j["jobId"]] for j in interval}, interval)
+    assert not {j["jobId"] for j in new} & rows.keys()  # nothing outside the interval was read
+    assert (
+        destination_cursor(loader, tmp_path / "read-2") == cursor
+    )  # the scheduled runs' cursor stays
+    count = _count(loader)
 
-    sim.world.finish_running()
-    run(airflow, "dags", "test", "avepoint_dynamics_jobs", "2026-09-02T02:00:00+00:00")
-    assert_rows_equal(loader.rows(), started_in(sim, start, end))  # once, as the service has it now
+    run(airflow, "dags", "test", "avepoint_dynamics_jobs", "2026-09-02T02:00:00+00:00", **join)
+    assert _count(loader) == count  # the day once, however often it runs

@@ -189,7 +189,7 @@ import json
 from avepoint_pipelines.airflow_dag import dag
 print(json.dumps({
     "dag_id": dag.dag_id,
-    "schedule": dag.schedule,
+    "schedule": dag.timetable.summary,
     "catchup": dag.catchup,
     "max_active_runs": dag.max_active_runs,
     "tasks": {

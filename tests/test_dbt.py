@@ -201,3 +201,35 @@ def test_dbt_builds_the_package_over_postgres_and_the_marts_match_the_api(
             return list(cursor.fetchall())
 
     _assert_marts_match_the_api(sim, rows)
+
+
+def test_dbt_keeps_tenants_apart_and_narrows_to_the_listed_ones(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    with Simulator(jobs=400, seed=9) as other:
+        sections = {
+            **config_env(sim, section="avepoint_dynamics_contoso", lookback_minutes="0"),
+            **config_env(other, section="avepoint_dynamics_fabrikam", lookback_minutes="0"),
+        }
+        database = tmp_path / "avepoint_dynamics.duckdb"
+        where = ["--tenants", "contoso,fabrikam", "--duckdb-path", str(database)]
+        _load(sim, tmp_path, *where, "--pipelines-dir", str(tmp_path / "p"), **sections)
+        fabrikam = len(other.world.ground_truth())
+    contoso = len(sim.world.ground_truth())
+    project = _project(
+        tmp_path / "analytics", {"type": "duckdb", "path": str(database), "schema": "analytics"}
+    )
+
+    def totals() -> dict[str, int]:
+        with duckdb.connect(str(database), read_only=True) as con:
+            found = con.execute(
+                "SELECT tenant, sum(total) FROM analytics.avepoint_daily_success_rate GROUP BY tenant"
+            ).fetchall()
+        return {tenant: int(total) for tenant, total in found}
+
+    _build(project, sim)  # unique job_key over both tenants: tenant/job_id
+    assert totals() == {"contoso": contoso, "fabrikam": fabrikam}
+
+    only = _dbt(project, sim, "build", "--vars", "{avepoint_dynamics_tenants: [fabrikam]}")
+    assert only.returncode == 0, only.stdout[-3000:]
+    assert totals() == {"fabrikam": fabrikam}

@@ -175,6 +175,12 @@ def test_dlts_interval_env_vars_make_a_load_a_bounded_backfill_of_that_day(
     assert not {j["jobId"] for j in arrived} & set(rows)  # nothing after the interval
     assert loader.state()["cursor"] == cursor  # the cursor stays
 
+    # Leave to join, but no interval: one line naming the key, exit 2, nothing read.
+    none = _cli(sim, tmp_path, SOURCES__AVEPOINT_DYNAMICS__ALLOW_EXTERNAL_SCHEDULERS="true")
+    assert none.returncode == 2, none.stderr
+    (line,) = none.stderr.splitlines()
+    assert "allow_external_schedulers" in line and "DLT_INTERVAL_START" in line
+
     again = _cli(sim, tmp_path, DLT_ALLOW_EXTERNAL_SCHEDULERS="true", **interval)  # dlt's own flag
     assert again.returncode == 0, again.stderr
     assert loader.query("SELECT count(*) FROM jobs")[0][0] == len(rows)  # the day once, not twice

@@ -163,6 +163,12 @@ def test_dbt_builds_the_package_over_duckdb_and_the_marts_match_the_api(
     assert stale.returncode == 1, stale.stdout[-3000:]
     assert "ERROR STALE" in stale.stdout
 
+    # The loader runs again and finds nothing new: it still completes a load (its state), the alarm clears.
+    _load(sim, tmp_path, "--duckdb-path", str(database), "--pipelines-dir", str(tmp_path / "p"))
+    fresh = _dbt(project, sim, "source", "freshness")
+    assert fresh.returncode == 0, fresh.stdout[-3000:]
+    assert "PASS freshness of avepoint_dynamics.jobs" in fresh.stdout
+
 
 def test_dbt_builds_the_package_over_postgres_and_the_marts_match_the_api(
     sim: Simulator, tmp_path: Path, request: pytest.FixtureRequest

@@ -195,3 +195,27 @@ def test_the_wheels_orchestrator_modules_load_in_their_environments(
     assert (
         "dlt_avepoint_dynamics_jobs" if module == "dagster_defs" else "avepoint_dynamics_jobs"
     ) in loaded.stdout
+
+
+def test_the_simulators_wheel_in_a_fresh_venv_serves_its_world(
+    distributions: Path, tmp_path: Path
+) -> None:
+    (wheel,) = distributions.glob("avepoint_simulator-*.whl")
+    venv = tmp_path / "venv"
+    _run(sys.executable, "-m", "venv", venv)
+    _run(venv / "bin" / "python", "-m", "pip", "install", "-q", wheel)
+
+    assert "usage: avepoint-simulator" in _run(venv / "bin" / "avepoint-simulator", "--help").stdout
+    code = (
+        "import avepoint_simulator\n"
+        "from avepoint_simulator import Simulator\n"
+        "with Simulator(jobs=50, seed=3) as sim:\n"
+        "    print(len(sim.world.ground_truth()), avepoint_simulator.__file__)\n"
+    )
+    count, where = _run(venv / "bin" / "python", "-c", code, cwd=tmp_path).stdout.split()
+    assert count == "50" and where.startswith(str(venv / "lib"))
+    # the connector is not part of the simulator's distribution
+    missing = subprocess.run(
+        [venv / "bin" / "python", "-c", "import avepoint_dynamics"], cwd=tmp_path
+    )
+    assert missing.returncode == 1

@@ -239,3 +239,30 @@ def test_dbt_keeps_tenants_apart_and_narrows_to_the_listed_ones(
     only = _dbt(project, sim, "build", "--vars", "{avepoint_dynamics_tenants: [fabrikam]}")
     assert only.returncode == 0, only.stdout[-3000:]
     assert totals() == {"fabrikam": fabrikam}
+
+
+def test_dbt_deps_installs_the_package_from_git_with_its_subdirectory(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    revision = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    project = _project(
+        tmp_path / "analytics", {"type": "duckdb", "path": str(tmp_path / "x.duckdb")}
+    )
+    (project / "packages.yml").write_text(
+        f"packages:\n  - git: 'file://{ROOT}'\n    subdirectory: dbt/avepoint_dynamics\n"
+        f"    revision: {revision}\n",
+        encoding="utf-8",
+    )
+
+    assert _dbt(project, sim, "deps").returncode == 0
+    listed = _dbt(project, sim, "ls", "--resource-type", "model", "--output", "name")
+    assert listed.returncode == 0, listed.stdout[-3000:]
+    assert {
+        "stg_avepoint_dynamics__jobs",
+        "avepoint_daily_success_rate",
+        "avepoint_last_successful_backup",
+        "avepoint_job_trends",
+        "avepoint_failed_jobs",
+    } <= set(listed.stdout.split())

@@ -146,6 +146,7 @@ def test_the_wheel_in_a_fresh_venv_runs_the_cli_and_a_users_own_pipeline(
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOURCES__")}
     env.update(config_env(sim), RUNTIME__DLTHUB_TELEMETRY="false")
+    env.update(HOME=str(tmp_path), DLT_DATA_DIR=str(tmp_path / ".dlt"))  # dlt's global folder: ours
     (tmp_path / "my_pipeline.py").write_text(USERS_PIPELINE, encoding="utf-8")
     ran = _run(venv / "bin" / "python", "my_pipeline.py", cwd=tmp_path, env=env)
     assert ran.stdout.strip().splitlines()[-1].startswith(str(venv / "lib"))  # the installed copy

@@ -191,6 +191,7 @@ def test_the_wheels_orchestrator_modules_load_in_their_environments(
     env.update(
         AIRFLOW_HOME=str(tmp_path / "airflow"), AVEPOINT_DUCKDB_PATH=str(tmp_path / "j.duckdb")
     )
+    env.update(HOME=str(tmp_path), DLT_DATA_DIR=str(tmp_path / ".dlt"))  # dlt's global folder: ours
     code = ORCHESTRATOR_MODULES.format(module=module, probe=probe)
     loaded = _run(interpreter, "-c", code, str(files), cwd=tmp_path, env=env)
     assert (

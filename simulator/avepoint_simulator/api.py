@@ -235,6 +235,31 @@ def _query_int(params: dict[str, str], name: str) -> int | None:
     return _int(value, name)
 
 
+#: What AvePoint's page for ``GET /dynamicsbackup/jobs`` marks *Required: Yes*.
+V2_REQUIRED = ("type", "startTime", "finishTime")
+
+
+def missing_v2_fields(query: str) -> list[str]:
+    """The documented required parameters a v2 query string lacks (absent or empty)."""
+    present = {
+        key.lower()
+        for key, value in urllib.parse.parse_qsl(query, keep_blank_values=True)
+        if value.strip()
+    }
+    return [name for name in V2_REQUIRED if name.lower() not in present]
+
+
+def validation_body(missing: list[str]) -> dict[str, Any]:
+    """ASP.NET Core's answer to a request missing required fields (``ValidationProblemDetails``)."""
+    return {
+        "type": "https://tools.ietf.org/html/rfc9110#section-15.5.1",
+        "title": "One or more validation errors occurred.",
+        "status": 400,
+        "errors": {name: [f"The {name} field is required."] for name in missing},
+        "traceId": f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-00",
+    }
+
+
 def parse_v2(query: str) -> JobsRequest:
     """Parse and validate a v2 query string (names case-insensitive, the first of repeats wins).
 
@@ -321,6 +346,8 @@ def answer(
     selects: str = "start",
     shuffle_ties: bool = False,
     report_total: bool = True,
+    repeat_in_page: int = 0,
+    next_link_prefix: str = V2_PATH,
 ) -> dict[str, Any]:
     """The answer to a page request.
 
@@ -334,6 +361,8 @@ def answer(
         selects: What the time window selects: ``"start"``, ``"overlap"`` or ``"finish"``.
         shuffle_ties: Jobs with equal start times come in a new order every time.
         report_total: Put the total in the answer.
+        repeat_in_page: List the page's first job this many extra times at its end.
+        next_link_prefix: The path ``nextLink`` starts with (AvePoint's sample: ``/jobs``).
 
     Returns:
         ``{"totalCount", "pageIndex", "pageSize", "nextLink", "jobs"}`` or, draft,
@@ -350,6 +379,8 @@ def answer(
         shuffle_ties=shuffle_ties,
     )
     reported = total + total_offset
+    if repeat_in_page and jobs:
+        jobs = [*jobs, *(dict(jobs[0]) for _ in range(repeat_in_page))]
     if wrapper == "draft":
         return {"totalNumber": reported, "result": jobs} if report_total else {"result": jobs}
     next_link = None
@@ -359,7 +390,7 @@ def answer(
             ("pageSize", str(request.size)),
             *request.link_params,
         ]
-        next_link = f"{V2_PATH}?{urllib.parse.urlencode(params)}"
+        next_link = f"{next_link_prefix}?{urllib.parse.urlencode(params)}"
     answer = {
         "totalCount": reported,
         "pageIndex": request.page,

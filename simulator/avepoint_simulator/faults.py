@@ -21,6 +21,7 @@ WINDOWS = ("half_open", "inclusive", "ignored")
 WINDOW_SELECTS = ("start", "overlap", "finish")
 OVERSIZE = ("refuse", "cap", "serve")
 TIES = ("stable", "shuffled")
+NEXT_LINKS = ("full", "short")
 
 
 @dataclass
@@ -73,6 +74,13 @@ class Faults:
         ties: Order of jobs with equal start times: ``"stable"`` (by jobId) or ``"shuffled"`` (anew
             for every request).
         report_total: Whether answers carry the total (``totalCount`` / ``totalNumber``).
+        strict_get: v2 as AvePoint's page documents it: ``type``, ``startTime`` and ``finishTime`` are
+            required; a request without one of them is answered 400 with ASP.NET's validation body
+            naming each (``"The startTime field is required."``).
+        repeat_in_page: The first job of every page is listed this many extra times at the end of
+            the page (AvePoint's own response sample lists one job three times); totals unchanged.
+        next_link: ``"full"`` (``/dynamicsbackup/jobs?...``) or ``"short"`` (``/jobs?...``, without
+            the prefix, as in AvePoint's response sample).
     """
 
     latency_ms: float = 0.0
@@ -103,6 +111,9 @@ class Faults:
     oversize_pages: str = "refuse"
     ties: str = "stable"
     report_total: bool = True
+    strict_get: bool = False
+    repeat_in_page: int = 0
+    next_link: str = "full"
 
     def __post_init__(self) -> None:
         self.error_statuses = tuple(self.error_statuses)
@@ -142,7 +153,10 @@ class Faults:
             ("window_selects", self.window_selects, WINDOW_SELECTS),
             ("oversize_pages", self.oversize_pages, OVERSIZE),
             ("ties", self.ties, TIES),
+            ("next_link", self.next_link, NEXT_LINKS),
         )
+        if self.repeat_in_page < 0:
+            raise ValueError("repeat_in_page must be >= 0")
         if self.max_page_size < 1:
             raise ValueError("max_page_size must be >= 1")
         for name, value, allowed in checks:

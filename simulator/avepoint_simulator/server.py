@@ -339,6 +339,11 @@ class Handler(BaseHTTPRequestHandler):
                 if endpoint == "GetJobs":
                     request = api.parse_v1(self.headers.get("Content-Type"), body)
                 else:
+                    missing = api.missing_v2_fields(query) if faults.strict_get else []
+                    if missing:
+                        status = 400
+                        self._send_json(400, api.validation_body(missing))
+                        return
                     request = api.parse_v2(query)
                 request = api.with_page_size_rule(
                     request,
@@ -363,6 +368,8 @@ class Handler(BaseHTTPRequestHandler):
                 selects=faults.window_selects,
                 shuffle_ties=faults.ties == "shuffled",
                 report_total=faults.report_total,
+                repeat_in_page=faults.repeat_in_page,
+                next_link_prefix=api.V2_PATH if faults.next_link == "full" else "/jobs",
             )
             status = 200
             if faults.malformed_response is not None:

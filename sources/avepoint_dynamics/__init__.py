@@ -19,7 +19,14 @@ import dlt
 from dlt.sources import DltResource
 
 from .credentials import AvePointCredentials
-from .errors import ApiError, AuthError, AvePointError, ConfigError, UnavailableError
+from .errors import (
+    ApiError,
+    AuthError,
+    AvePointError,
+    ConfigError,
+    ContractError,
+    UnavailableError,
+)
 from .incremental import tenant_state
 from .model import JobsPage, Window
 from .query import base_url_from, build_query, resolve_hosts
@@ -37,6 +44,7 @@ __all__ = [
     "AvePointCredentials",
     "AvePointError",
     "ConfigError",
+    "ContractError",
     "ServiceFindings",
     "UnavailableError",
     "avepoint_dynamics",

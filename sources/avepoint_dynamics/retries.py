@@ -105,7 +105,9 @@ def retrying(policy: RetryPolicy, contact: HostContact, what: Callable[[], str])
 
     def wait(state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, Transient) and error.retry_after is not None:
+        if isinstance(error, Transient) and error.retry_after:
+            # ``Retry-After: 0`` or a date already past says "now": that is the backoff below, not a
+            # hot loop of immediate retries.
             return min(error.retry_after, policy.max_seconds)
         if isinstance(error, Transient) and error.unreached and not contact.answered:
             return min(1.0, policy.backoff_s * state.attempt_number)  # a few seconds in all

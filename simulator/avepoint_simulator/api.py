@@ -109,11 +109,21 @@ def _check_page(
 def with_page_size_rule(
     request: JobsRequest, max_page_size: int, oversize: str, version: str
 ) -> JobsRequest:
-    """The request as a server with a page size cap sees it: refused (400), capped, or served."""
+    """The request as a server with a page size cap sees it: refused (400), capped, served, or failed.
+
+    ``"drop"`` is the server's to carry out (it closes the connection); here it is served.
+    """
     if request.size <= max_page_size or oversize == "serve":
         return request
     if oversize == "cap":
         return dataclasses.replace(request, size=max_page_size)
+    if oversize in ("413", "422", "500"):
+        messages = {
+            "413": "Request entity too large.",
+            "422": "The request could not be processed.",
+            "500": "An unexpected error occurred on the server.",
+        }
+        raise ApiError(int(oversize), messages[oversize])
     field = "pageInfo.pageSize" if version == "v1" else "pageSize"
     raise ApiError(400, f"'{field}' must be between 1 and {max_page_size}.", field)
 

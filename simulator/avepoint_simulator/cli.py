@@ -108,9 +108,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--oversize-pages",
-        choices=("refuse", "cap", "serve"),
+        choices=("refuse", "cap", "serve", "413", "422", "500", "drop"),
         default="refuse",
-        help="a larger pageSize: refused with 400 (default), silently capped, or served",
+        help="a larger pageSize: refused with 400 (default), silently capped, served, answered "
+        "413/422/500, or the connection dropped",
     )
     parser.add_argument(
         "--repeat-in-page",

@@ -19,7 +19,7 @@ RETRY_AFTER_FORMATS = ("seconds", "date", "none")
 MALFORMED = (None, "not_json", "no_job_list", "html")
 WINDOWS = ("half_open", "inclusive", "ignored")
 WINDOW_SELECTS = ("start", "overlap", "finish")
-OVERSIZE = ("refuse", "cap", "serve")
+OVERSIZE = ("refuse", "cap", "serve", "413", "422", "500", "drop")
 TIES = ("stable", "shuffled")
 NEXT_LINKS = ("full", "short")
 
@@ -70,7 +70,9 @@ class Faults:
         window_start_exclusive: The window's start bound is exclusive: ``(start, end)``.
         max_page_size: The largest page size served as asked.
         oversize_pages: A larger ``pageSize``: ``"refuse"`` (400, the default), ``"cap"`` (served at
-            ``max_page_size``) or ``"serve"`` (served as asked, any size).
+            ``max_page_size``), ``"serve"`` (served as asked, any size), or ``"413"``, ``"422"``,
+            ``"500"`` (answered with that status, every time) or ``"drop"`` (the connection closed
+            unanswered, every time).
         ties: Order of jobs with equal start times: ``"stable"`` (by jobId) or ``"shuffled"`` (anew
             for every request).
         report_total: Whether answers carry the total (``totalCount`` / ``totalNumber``).

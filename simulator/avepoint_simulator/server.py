@@ -345,6 +345,10 @@ class Handler(BaseHTTPRequestHandler):
                         self._send_json(400, api.validation_body(missing))
                         return
                     request = api.parse_v2(query)
+                if faults.oversize_pages == "drop" and request.size > faults.max_page_size:
+                    self._drop()
+                    status = "drop"
+                    return
                 request = api.with_page_size_rule(
                     request,
                     faults.max_page_size,

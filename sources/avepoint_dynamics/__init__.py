@@ -208,7 +208,7 @@ def check_connection(source: Any = None, **source_args: Any) -> dict[str, Any]:
 
 
 def check_service(source: Any = None, **source_args: Any) -> ServiceFindings:
-    """Learn how the tenant's service reads requests (``check --deep``): about 15 requests, nothing loaded.
+    """Learn how the tenant's service reads requests (``check --deep``): about 15 to 25 requests, nothing loaded.
 
     What its time window selects (start, overlap, finish, ignored) and how it reads each bound, whether
     running jobs are in windows, the order, the largest page size, the answer's fields. A ``load`` learns

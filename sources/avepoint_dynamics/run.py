@@ -109,7 +109,7 @@ class JobsRun:
             tokens, client = self.setup.connect()
         try:
             self.findings = self._findings(client)
-            selects = self.findings.window_selects or "start" if self.findings else "start"
+            selects = self._selects()
             with ThreadPoolExecutor(
                 query.max_concurrency, thread_name_prefix="avepoint-page"
             ) as pool:
@@ -117,7 +117,7 @@ class JobsRun:
                 first_pages: dict[Window, JobsPage] = {}
                 start = self._new_jobs_start(before)
                 follow_ranges: list[Window] = []
-                if not query.is_backfill and selects == "start":
+                if not query.is_backfill and selects in ("start", "unknown"):
                     selections = [self.load_status] + (
                         [self.follow_status] if self.follow_status is not None else []
                     )
@@ -146,6 +146,8 @@ class JobsRun:
                     # a probe that found only older jobs): nothing new to ask; the cursor stays.
                     end = start
                 plan = plan_reads(selects, query, Window(start, end), follow_ranges)
+                if selects == "unknown":
+                    self._say_safe_way()
                 if selects == "ignored":
                     logger.warning(
                         "this service ignores the time window (check --deep, %s): every run reads "
@@ -163,7 +165,7 @@ class JobsRun:
                 )
                 yield from self._read(reader, plan, first_pages, tracker)
                 missing = tracker.left_jobs()
-                if missing and selects in ("overlap", "finish") and not query.is_backfill:
+                if missing and selects != "start" and not query.is_backfill:
                     logger.info(
                         "%d followed jobs came in no window: looking for them", len(missing)
                     )
@@ -196,15 +198,38 @@ class JobsRun:
             tracker.rejected,
         )
 
+    def _selects(self) -> str:
+        """What the window selects, as the plan reads it: ``unknown`` while the probe could not tell."""
+        findings = self.findings
+        if findings is None:
+            return "start"
+        return findings.window_selects or "unknown"
+
+    def _say_safe_way(self) -> None:
+        """Once a run: the reading is unknown, what the run does instead and what that costs."""
+        findings = self.findings
+        assert findings is not None
+        logger.warning(
+            "how this service's time window selects jobs is unknown (checked %s: %s); %s",
+            findings.checked_at,
+            "; ".join(note for note in findings.notes if note.startswith("time window"))
+            or "could not tell",
+            findings.safe_way(self.query.page_size),
+        )
+
     def _findings(self, client: PageSource) -> ServiceFindings | None:
-        """How the service reads requests: from the source's state, or learnt now (first run, or stale)."""
+        """How the service reads requests: from the source's state, or learnt now.
+
+        Learnt on the first run, after answers contradicted the findings, and on every run while the
+        window's reading is unknown (a busy tenant may show a finished job tomorrow).
+        """
         key = f"{self.query.api_version} {self.query.base_url}"
         findings = ServiceFindings.from_dict(self.service_state.get(key))
-        if findings is None or findings.stale:
+        if findings is None or findings.stale or findings.window_selects is None:
             logger.info("learning how the jobs API at %s reads its requests", self.query.base_url)
             findings = probe_service(client)
             self.service_state[key] = findings.as_dict()
-            for line in findings.lines():
+            for line in findings.lines(safe_way=False):
                 logger.info("  %s", line)
         client.start_exclusive = findings.start_bound == "exclusive"
         return findings
@@ -327,7 +352,8 @@ class JobsRun:
             outside += batch.outside
             strays += batch.strays
             if batch.table is not None:
-                yield self.claim.rows(batch.table, proven=not (reader.stats.may_repeat or strays))
+                repeats = reader.stats.may_repeat or strays or plan.may_repeat
+                yield self.claim.rows(batch.table, proven=not repeats)
             if batch.rejected:
                 yield self._rejected(batch.rejected, tracker)
         if outside or strays:

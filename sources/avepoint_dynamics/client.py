@@ -181,7 +181,8 @@ class JobsClient:
                 ) from None
             raise ApiError(
                 f"gave up on {what} at {self._url} after {policy.max_attempts} attempts or "
-                f"{policy.max_seconds:.0f} s; last answer: {error}"
+                f"{policy.max_seconds:.0f} s; last answer: {error}",
+                error.status,
             ) from None
         page.window = window
         return page
@@ -244,7 +245,8 @@ class JobsClient:
 
         v1 sends only what the seed's body declares, each field only when set (every one is optional).
         v2 always sends ``type``, ``startTime`` and ``finishTime``: AvePoint's page marks them
-        *Required: Yes*. An open start is :data:`V2_FLOOR`, an open end the service's time now.
+        *Required: Yes*. An open start is :data:`V2_FLOOR`, an open end the latest the service's
+        time can be now (``ServiceClock.latest``): no job that has started is left out.
         """
         v2 = self.query.api_version == "v2"
         bounds: dict[str, Any] = {}
@@ -256,7 +258,7 @@ class JobsClient:
         filters = self.query.filters()
         if window.status is not None:
             filters["status"] = window.status
-        end = window.end if window.end is not None or not v2 else self.clock.now()
+        end = window.end if window.end is not None or not v2 else self.clock.latest()
         if end is not None:
             bounds["finishTime" if v2 else "endTime"] = format_api_time(end)
         if not v2:

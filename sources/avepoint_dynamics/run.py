@@ -269,15 +269,20 @@ class JobsRun:
     def _service_now(self, client: PageSource, selects: str) -> datetime:
         """The service's time, from a one-job probe: its ``Date``, and the newest job's start.
 
-        Where windows select by finish, the jobs that finished in the last seconds pin it too: a job
-        that finished after the newest start must be inside this run's window.
+        Where windows select by finish (or may: the reading is unknown), the jobs that finished in the
+        last seconds pin it too: a job that finished after the newest start must be inside this run's
+        window.
         """
+        if self.query.api_version == "v2" and not client.clock.known:
+            # v2 sends an end even here (it requires one): the latest the service's time can be,
+            # which needs one answer's Date first (this machine's clock may be days off).
+            client.fetch_page(Window(None, None, self.load_status), 1, 1)
         probe = client.fetch_page(Window(None, None, self.load_status), 1, 1)
         for job in probe.jobs:
             start = api_time_or_none(job.get("startTime"))
             if start is not None:
                 client.clock.observe_start(start)
-        if selects == "finish" and client.clock.known:
+        if selects in ("finish", "unknown") and client.clock.known:
             recent = Window(client.clock.now() - timedelta(seconds=2), None, self.load_status)
             for number in range(1, 6):  # the jobs that finished in the last seconds: a page or two
                 page = client.fetch_page(recent, number, MAX_PAGE_SIZE)

@@ -20,6 +20,7 @@ from avepoint_dynamics.query import JobsQuery
 from avepoint_dynamics.retries import HostContact, RetryPolicy, Transient, transient_answer
 from avepoint_dynamics.service import ServiceFindings
 from avepoint_dynamics.times import ServiceClock, parse_api_time
+from tenacity import RetryCallState
 
 pytestmark = pytest.mark.unit
 
@@ -111,11 +112,11 @@ def test_retry_after_zero_or_a_past_date_waits_the_backoff_not_zero(
     error = transient_answer(response)
     assert error is not None and error.retry_after == 0.0
 
-    monkeypatch.setattr(retries.random, "uniform", lambda low, high: high)
+    monkeypatch.setattr("avepoint_dynamics.retries.random.uniform", lambda low, high: high)
     policy = RetryPolicy(backoff_s=0.5)
     wait = retries.retrying(policy, HostContact(), lambda: "page 1").wait
     outcome = types.SimpleNamespace(exception=lambda: error)
-    state = types.SimpleNamespace(attempt_number=3, outcome=outcome)
+    state = cast(RetryCallState, types.SimpleNamespace(attempt_number=3, outcome=outcome))
     assert wait(state) == 2.0  # 0.5 * 2**2: the backoff, as if the service had said nothing
 
     told = Transient("HTTP 429", retry_after=7.0)

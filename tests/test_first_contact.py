@@ -20,6 +20,7 @@ from avepoint_dynamics import run as run_module
 from avepoint_dynamics.model import Window
 from avepoint_dynamics.service import ServiceFindings, probe_service
 from avepoint_simulator import Faults, Simulator
+from avepoint_simulator.api import in_milliseconds
 
 from .conftest import Loader, config_env
 from .expected import assert_rows_equal
@@ -267,3 +268,24 @@ def test_a_page_size_the_service_caps_in_silence_is_noticed_and_paging_stays_com
         sim.world.add_jobs(80, running=4)
         loader.load(**LOAD)
         assert_table_is_truth(sim, loader)
+
+
+@pytest.mark.parametrize("reading", READINGS)
+def test_the_probe_tells_when_times_are_shown_rounded_to_milliseconds(
+    reading: str, tmp_path: Path
+) -> None:
+    """AvePoint's samples show times in milliseconds next to a jobId of 100 ns ticks: the service may
+    filter on a finer time than it shows. The probe's windows do not need to hit a time exactly."""
+    faults = Faults(window_selects=reading, times_shown="milliseconds", strict_get=True)
+    with Simulator(**TENANTS["busy"], seed=68, faults=faults) as sim:
+        held = sim.world.ground_truth()
+        assert any(len(job["startTime"].partition(".")[2]) > 4 for job in held)  # finer than ms
+        loader = Loader(sim, tmp_path, source_args={"api_version": "v2"})
+        loader.load(**LOAD)
+
+        assert _findings(loader)["window_selects"] == reading
+        shown = [in_milliseconds(job) for job in _visible(sim)]
+        assert_rows_equal(loader.rows(), shown)
+        sim.world.add_jobs(40, running=5)
+        loader.load(**LOAD)
+        assert_rows_equal(loader.rows(), [in_milliseconds(job) for job in _visible(sim)])

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from avepoint_simulator.jobs_store import JOB_TYPES, JobFilter
-from avepoint_simulator.times import parse_time
+from avepoint_simulator.times import format_ticks, parse_time
 from avepoint_simulator.world import World
 
 __all__ = [
@@ -346,6 +346,19 @@ def with_window_reading(
 
 
 # ---------------------------------------------------------------------- answer
+_TICKS_PER_MS = 10_000
+
+
+def in_milliseconds(job: dict[str, Any]) -> dict[str, Any]:
+    """The job with its start and finish rounded to the millisecond (half up), as shown."""
+    shown = dict(job)
+    for key in ("startTime", "finishTime"):
+        if isinstance(shown.get(key), str):
+            ticks = parse_time(shown[key])
+            shown[key] = format_ticks((ticks + _TICKS_PER_MS // 2) // _TICKS_PER_MS * _TICKS_PER_MS)
+    return shown
+
+
 def answer(
     world: World,
     request: JobsRequest,
@@ -358,6 +371,7 @@ def answer(
     report_total: bool = True,
     repeat_in_page: int = 0,
     next_link_prefix: str = V2_PATH,
+    times_in_milliseconds: bool = False,
 ) -> dict[str, Any]:
     """The answer to a page request.
 
@@ -373,6 +387,7 @@ def answer(
         report_total: Put the total in the answer.
         repeat_in_page: List the page's first job this many extra times at its end.
         next_link_prefix: The path ``nextLink`` starts with (AvePoint's sample: ``/jobs``).
+        times_in_milliseconds: Show start and finish rounded to the millisecond.
 
     Returns:
         ``{"totalCount", "pageIndex", "pageSize", "nextLink", "jobs"}`` or, draft,
@@ -389,6 +404,8 @@ def answer(
         shuffle_ties=shuffle_ties,
     )
     reported = total + total_offset
+    if times_in_milliseconds:
+        jobs = [in_milliseconds(job) for job in jobs]
     if repeat_in_page and jobs:
         jobs = [*jobs, *(dict(jobs[0]) for _ in range(repeat_in_page))]
     if wrapper == "draft":

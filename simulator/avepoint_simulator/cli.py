@@ -125,6 +125,13 @@ def _parser() -> argparse.ArgumentParser:
         default="full",
         help="nextLink with the /dynamicsbackup prefix (full) or without it (short, as the sample)",
     )
+    parser.add_argument(
+        "--times-shown",
+        choices=("held", "milliseconds"),
+        default="held",
+        help="times as held (0 to 7 digits, default) or rounded to milliseconds (windows still "
+        "filter on the finer time)",
+    )
     parser.add_argument("--client-id", default=None, help="client id of the default app")
     parser.add_argument("--client-secret", default=None, help="client secret of the default app")
     return parser
@@ -170,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             oversize_pages=args.oversize_pages,
             repeat_in_page=args.repeat_in_page,
             next_link=args.next_link,
+            times_shown=args.times_shown,
         )
     except ValueError as exc:
         print(f"avepoint-simulator: {exc}", file=sys.stderr)

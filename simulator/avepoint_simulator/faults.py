@@ -22,6 +22,7 @@ WINDOW_SELECTS = ("start", "overlap", "finish")
 OVERSIZE = ("refuse", "cap", "serve", "413", "422", "500", "drop")
 TIES = ("stable", "shuffled")
 NEXT_LINKS = ("full", "short")
+TIMES_SHOWN = ("held", "milliseconds")
 
 
 @dataclass
@@ -83,6 +84,9 @@ class Faults:
             the page (AvePoint's own response sample lists one job three times); totals unchanged.
         next_link: ``"full"`` (``/dynamicsbackup/jobs?...``) or ``"short"`` (``/jobs?...``, without
             the prefix, as in AvePoint's response sample).
+        times_shown: ``"held"`` (times as the service holds them, 0 to 7 fractional digits) or
+            ``"milliseconds"`` (rounded to the millisecond, as AvePoint's samples suggest, while
+            windows still filter on the finer time held).
     """
 
     latency_ms: float = 0.0
@@ -116,6 +120,7 @@ class Faults:
     strict_get: bool = False
     repeat_in_page: int = 0
     next_link: str = "full"
+    times_shown: str = "held"
 
     def __post_init__(self) -> None:
         self.error_statuses = tuple(self.error_statuses)
@@ -156,6 +161,7 @@ class Faults:
             ("oversize_pages", self.oversize_pages, OVERSIZE),
             ("ties", self.ties, TIES),
             ("next_link", self.next_link, NEXT_LINKS),
+            ("times_shown", self.times_shown, TIMES_SHOWN),
         )
         if self.repeat_in_page < 0:
             raise ValueError("repeat_in_page must be >= 0")

@@ -374,6 +374,7 @@ class Handler(BaseHTTPRequestHandler):
                 report_total=faults.report_total,
                 repeat_in_page=faults.repeat_in_page,
                 next_link_prefix=api.V2_PATH if faults.next_link == "full" else "/jobs",
+                times_in_milliseconds=faults.times_shown == "milliseconds",
             )
             status = 200
             if faults.malformed_response is not None:

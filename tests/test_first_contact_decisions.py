@@ -169,7 +169,7 @@ def test_while_the_reading_is_unknown_the_start_reads_come_first_then_every_runn
     start = plan_reads("start", _query(), new_jobs, followed)
 
     assert plan.windows == [*start.windows, Window(None, None, 2)]
-    assert plan.follow_only == set() and plan.may_repeat
+    assert plan.follow_only == set() and plan.seen_last == Window(None, None, 2)
     assert plan.start_ranges is None  # a job's start says nothing of the window it came from
     assert plan.coverage == [Window(None, None)]  # the running read sees every open job
     assert plan.cursor == new_jobs.end

@@ -16,7 +16,8 @@ selects:
   overlap or finish, a job that changed since the last run either runs now (the running read) or
   finished after the new-jobs window's start, so that window returns it (by finish: it finished in it;
   by overlap: it ran during it). Followed jobs no window returned are looked for as under ``finish``.
-  The cost: the running jobs' pages on every run, and jobs read twice (the load deduplicates).
+  The cost: the running jobs' pages on every run. A running job the start reads returned too is kept
+  once (unless it changed between the two reads: then the load deduplicates).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ class ReadPlan:
         coverage: Ranges by start time whose every job this run sees, if it still matches the
             filters: a followed job in them that was not seen has left the filters (or was purged).
         cursor: Where the next scheduled run starts (the new-jobs window's end); None for a backfill.
-        may_repeat: Reads may return the same job twice (the load must deduplicate).
+        seen_last: A read whose jobs the earlier reads of the run may have returned already (the
+            running jobs, under ``unknown``): a job already read as it is now is not read twice.
     """
 
     windows: list[Window]
@@ -50,7 +52,7 @@ class ReadPlan:
     start_ranges: list[Window] | None = None
     coverage: list[Window] = field(default_factory=list)
     cursor: datetime | None = None
-    may_repeat: bool = False
+    seen_last: Window | None = None
 
 
 def plan_reads(
@@ -120,7 +122,7 @@ def _safe_plan(
     )
     windows.append(running)
     follow_only = {running} if follow_status is not None else set()
-    return ReadPlan(windows, follow_only, None, [Window(None, None)], cursor, may_repeat=True)
+    return ReadPlan(windows, follow_only, None, [Window(None, None)], cursor, seen_last=running)
 
 
 def plan_rescue(

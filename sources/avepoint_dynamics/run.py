@@ -37,7 +37,7 @@ from .plan import ReadPlan, plan_reads, plan_rescue
 from .rejected import Bounds, RejectedJob, rejected_table, resolved_rejections_table
 from .rows import JobRows, fingerprint, left_jobs_table
 from .service import ServiceFindings, probe_service
-from .settings import IN_PROGRESS_STATUS, MAX_PAGE_SIZE
+from .settings import FINAL_STATUSES, IN_PROGRESS_STATUS, MAX_PAGE_SIZE
 from .setup import JobsSetup
 from .times import api_time_or_none, format_api_time, from_micros, to_micros
 
@@ -334,6 +334,8 @@ class JobsRun:
         pending: list[dict[str, Any]] = []
         bounds: list[Bounds] = []
         strays = outside = 0
+        #: Fingerprints of the open jobs read so far (only when a later read may return them again).
+        open_read: dict[str, str] | None = {} if plan.seen_last is not None else None
         for item in chain(reader.read_all(plan.windows, first_pages), [None]):
             if item is not None:
                 window, page_jobs = item
@@ -344,6 +346,10 @@ class JobsRun:
                     tracker.saw_final(final)
                     continue
                 page_jobs = self._changed(page_jobs, tracker)
+                if window == plan.seen_last:
+                    page_jobs = [job for job in page_jobs if not _read_before(job, open_read)]
+                else:
+                    _remember_open(page_jobs, open_read)
                 pending.extend(page_jobs)
                 if ranges is not None:
                     bounds.extend([_bounds(_range_of(window, ranges))] * len(page_jobs))
@@ -362,7 +368,7 @@ class JobsRun:
             outside += batch.outside
             strays += batch.strays
             if batch.table is not None:
-                repeats = reader.stats.may_repeat or strays or plan.may_repeat
+                repeats = reader.stats.may_repeat or strays
                 yield self.claim.rows(batch.table, proven=not repeats)
             if batch.rejected:
                 yield self._rejected(batch.rejected, tracker)
@@ -469,6 +475,26 @@ def _shown_resolution(jobs: list[dict[str, Any]], key: str) -> timedelta:
 def _digits(raw: str) -> int:
     match = _FRACTION.search(raw)
     return len(match.group(1) or "") if match else 6
+
+
+def _remember_open(jobs: list[dict[str, Any]], open_read: dict[str, str] | None) -> None:
+    """Keep the fingerprints of the jobs not final yet (a later read of running jobs returns them)."""
+    if open_read is None:
+        return
+    for job in jobs:
+        job_id = job.get("jobId")
+        if isinstance(job_id, str) and job.get("status") not in FINAL_STATUSES:
+            open_read[job_id] = fingerprint(job)
+
+
+def _read_before(job: dict[str, Any], open_read: dict[str, str] | None) -> bool:
+    """The job was read earlier in this run exactly as it is now (a copy the load would merge away)."""
+    job_id = job.get("jobId")
+    return (
+        open_read is not None
+        and isinstance(job_id, str)
+        and open_read.get(job_id) == fingerprint(job)
+    )
 
 
 def _count(number: int, thing: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -289,3 +290,49 @@ def test_the_probe_tells_when_times_are_shown_rounded_to_milliseconds(
         sim.world.add_jobs(40, running=5)
         loader.load(**LOAD)
         assert_rows_equal(loader.rows(), [in_milliseconds(job) for job in _visible(sim)])
+
+
+def test_the_documented_literal_service_runs_as_typed_and_check_deep_tells_its_reading(
+    tmp_path: Path,
+) -> None:
+    """docs/simulator-contract.md's command (20,000 jobs, the newest 400 running, the GET form as
+    documented, a job repeated in each page, a short nextLink, times in milliseconds), run as typed."""
+    page = (Path(__file__).parent.parent / "docs" / "simulator-contract.md").read_text()
+    (command,) = [
+        line.strip("`.")
+        for line in page.splitlines()
+        if line.startswith("`avepoint-simulator --jobs 20000")
+    ]
+    scripts = Path(sys.executable).parent
+    process = subprocess.Popen(
+        [str(scripts / command.split()[0]), *command.split()[1:]],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        process.stdout.readline()  # the JSON line; the export lines follow
+        lines = [process.stdout.readline().strip() for _ in range(6)]
+        exports = {
+            key: shlex.split(value)[0]
+            for key, value in (
+                line.removeprefix("export ").split("=", 1)
+                for line in lines
+                if line.startswith("export ")
+            )
+        }
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("SOURCES__")}
+        env = {**clean, **exports, "SOURCES__AVEPOINT_DYNAMICS__API_VERSION": "v2"}
+        shown = subprocess.run(
+            [str(scripts / "avepoint-dynamics"), "check", "--deep"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert "time window selects:   jobs that started in it" in shown.stdout, shown.stdout
+    finally:
+        process.terminate()
+        process.wait(timeout=15)

@@ -149,6 +149,12 @@ class JobsRun:
                 plan = plan_reads(selects, query, Window(start, end), follow_ranges)
                 if selects == "unknown":
                     self._say_safe_way()
+                if selects == "finish" and query.api_version == "v2":
+                    logger.warning(
+                        "this service's window selects jobs by finish time, and v2 requests carry "
+                        "both bounds (its page requires them): running jobs are in no window, so "
+                        "they load once they finish; api_version 'v1' reads them without a window"
+                    )
                 if selects == "ignored":
                     logger.warning(
                         "this service ignores the time window (check --deep, %s): every run reads "

@@ -19,6 +19,7 @@ from avepoint_dynamics.plan import plan_reads, plan_rescue
 from avepoint_dynamics.query import JobsQuery
 from avepoint_dynamics.retries import HostContact, RetryPolicy, Transient, transient_answer
 from avepoint_dynamics.service import ServiceFindings
+from avepoint_dynamics.service_time import shown_resolution
 from avepoint_dynamics.times import ServiceClock, parse_api_time
 from tenacity import RetryCallState
 
@@ -198,3 +199,18 @@ def test_check_deep_says_what_the_safe_way_costs() -> None:
     assert "plus 19 requests to check again on each run" in line
     assert findings.safe_way(50).count("+9 requests at page size 50") == 1
     assert not [text for text in findings.lines(safe_way=False) if "safe way" in text]
+
+
+@pytest.mark.parametrize(
+    ("shown", "step"),
+    [
+        (["2022-08-19T03:12:43.823Z", "2022-08-19T03:12:43.92Z"], timedelta(milliseconds=1)),
+        (["2026-11-30T01:00:00Z", "2026-11-30T01:00:00.1234567Z"], timedelta(microseconds=1)),
+        (["2026-11-30T01:00:00Z", "2026-11-30T01:00:01+00:00"], timedelta(seconds=1)),
+        ([], timedelta(microseconds=1)),
+    ],
+)
+def test_the_window_ends_past_the_newest_job_by_the_step_times_are_shown_at(
+    shown: list[str], step: timedelta
+) -> None:
+    assert shown_resolution([{"startTime": text} for text in shown], "startTime") == step

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Callable, Iterator, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from itertools import chain
 from typing import Any
 
@@ -37,7 +36,8 @@ from .plan import ReadPlan, plan_reads, plan_rescue
 from .rejected import Bounds, RejectedJob, rejected_table, resolved_rejections_table
 from .rows import JobRows, fingerprint, left_jobs_table
 from .service import ServiceFindings, probe_service
-from .settings import FINAL_STATUSES, IN_PROGRESS_STATUS, MAX_PAGE_SIZE
+from .service_time import service_now
+from .settings import FINAL_STATUSES, IN_PROGRESS_STATUS
 from .setup import JobsSetup
 from .times import api_time_or_none, format_api_time, from_micros, to_micros
 
@@ -134,7 +134,7 @@ class JobsRun:
                         for window in before.rejected_windows.values()
                         if start is None or (window.start is not None and window.start < start)
                     ]
-                now = self._now = self._service_now(client, selects)
+                now = self._now = service_now(client, selects, self.load_status)
                 end = now if query.end_time is None else min(query.end_time, now)
                 if query.is_backfill and start is not None and end <= start:
                     raise ConfigError(
@@ -272,43 +272,6 @@ class JobsRun:
             return costs
 
         return cost_of
-
-    def _service_now(self, client: PageSource, selects: str) -> datetime:
-        """The service's time, from a one-job probe: its ``Date``, and the newest job's start.
-
-        Where windows select by finish (or may: the reading is unknown), the jobs that finished in the
-        last seconds pin it too: a job that finished after the newest start must be inside this run's
-        window.
-        """
-        if self.query.api_version == "v2" and not client.clock.known:
-            # v2 sends an end even here (it requires one): the latest the service's time can be,
-            # which needs one answer's Date first (this machine's clock may be days off).
-            client.fetch_page(Window(None, None, self.load_status), 1, 1)
-        probe = client.fetch_page(Window(None, None, self.load_status), 1, _CLOCK_PROBE_JOBS)
-        # A job shown at T may have started a little after T (a time rounded to what the service
-        # shows): the service's time is past T plus the resolution it shows times at.
-        past = _shown_resolution(probe.jobs, "startTime") - _MICROSECOND
-        for job in probe.jobs:
-            start = api_time_or_none(job.get("startTime"))
-            if start is not None:
-                client.clock.observe_start(start + past)
-        if selects in ("finish", "unknown") and client.clock.known:
-            recent = Window(client.clock.now() - timedelta(seconds=2), None, self.load_status)
-            for number in range(1, 6):  # the jobs that finished in the last seconds: a page or two
-                page = client.fetch_page(recent, number, MAX_PAGE_SIZE)
-                past = _shown_resolution(page.jobs, "finishTime") - _MICROSECOND
-                for job in page.jobs:
-                    finish = api_time_or_none(job.get("finishTime"))
-                    if finish is not None:
-                        client.clock.observe_start(finish + past)
-                if len(page.jobs) < MAX_PAGE_SIZE:
-                    break
-        if not client.clock.known:
-            logger.warning(
-                "the jobs API's answers carry no Date header; the new-jobs window ends at this "
-                "machine's clock, which may be off the service's (lookback_minutes covers some of it)"
-            )
-        return client.clock.now()
 
     def _filters_changed(self, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
         if self.query.is_backfill:
@@ -456,31 +419,6 @@ class JobsRun:
                 resolved_rejections_table(resolved, constants), REJECTED_TABLE
             )
         yield from self.claim.final()
-
-
-_MICROSECOND = timedelta(microseconds=1)
-#: The fractional digits of an API time ("" for none).
-_FRACTION = re.compile(r"(?:\.(\d*))?(?:[Zz]|[+-]\d\d:?\d\d)?$")
-#: Jobs the clock probe asks for (one request): enough to see how many digits the service shows.
-_CLOCK_PROBE_JOBS = 20
-
-
-def _shown_resolution(jobs: list[dict[str, Any]], key: str) -> timedelta:
-    """The finest time step the service shows ``key`` at, judged by the most fractional digits seen.
-
-    Times shown with up to 3 digits on every job (AvePoint's samples: milliseconds) may be rounded
-    from a finer time the service filters on; 6 or more digits: the microsecond is exact.
-    """
-    shown = [raw for raw in (job.get(key) for job in jobs) if isinstance(raw, str)]
-    digits = max((_digits(raw) for raw in shown), default=6)
-    if digits >= 6:
-        return _MICROSECOND
-    return timedelta(seconds=10.0**-digits)
-
-
-def _digits(raw: str) -> int:
-    match = _FRACTION.search(raw)
-    return len(match.group(1) or "") if match else 6
 
 
 def _remember_open(jobs: list[dict[str, Any]], open_read: dict[str, str] | None) -> None:

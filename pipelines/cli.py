@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--deep",
         action="store_true",
         help="also learn how the service reads requests: its time window, bounds, order, page "
-        "sizes, fields (about 15 requests; default: a token and one job)",
+        "sizes, fields (15 to 25 requests; default: a token and one job)",
     )
     check.set_defaults(func=cmd_check, initial_start_time=None, end_time=None)
 

@@ -254,7 +254,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _check_deep(args: argparse.Namespace) -> int:
-    """How the tenant's service reads requests: about 15 requests, nothing loaded."""
+    """How the tenant's service reads requests: about 15 to 25 requests, nothing loaded."""
     findings = check_service(**source_args(args))
     print(
         f"the jobs API at {findings.base_url} ({findings.api_version}), checked at "

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from avepoint_simulator.jobs_store import JOB_TYPES, JobFilter
-from avepoint_simulator.times import parse_time
+from avepoint_simulator.times import format_ticks, parse_time
 from avepoint_simulator.world import World
 
 __all__ = [
@@ -109,11 +109,21 @@ def _check_page(
 def with_page_size_rule(
     request: JobsRequest, max_page_size: int, oversize: str, version: str
 ) -> JobsRequest:
-    """The request as a server with a page size cap sees it: refused (400), capped, or served."""
+    """The request as a server with a page size cap sees it: refused (400), capped, served, or failed.
+
+    ``"drop"`` is the server's to carry out (it closes the connection); here it is served.
+    """
     if request.size <= max_page_size or oversize == "serve":
         return request
     if oversize == "cap":
         return dataclasses.replace(request, size=max_page_size)
+    if oversize in ("413", "422", "500"):
+        messages = {
+            "413": "Request entity too large.",
+            "422": "The request could not be processed.",
+            "500": "An unexpected error occurred on the server.",
+        }
+        raise ApiError(int(oversize), messages[oversize])
     field = "pageInfo.pageSize" if version == "v1" else "pageSize"
     raise ApiError(400, f"'{field}' must be between 1 and {max_page_size}.", field)
 
@@ -235,6 +245,31 @@ def _query_int(params: dict[str, str], name: str) -> int | None:
     return _int(value, name)
 
 
+#: What AvePoint's page for ``GET /dynamicsbackup/jobs`` marks *Required: Yes*.
+V2_REQUIRED = ("type", "startTime", "finishTime")
+
+
+def missing_v2_fields(query: str) -> list[str]:
+    """The documented required parameters a v2 query string lacks (absent or empty)."""
+    present = {
+        key.lower()
+        for key, value in urllib.parse.parse_qsl(query, keep_blank_values=True)
+        if value.strip()
+    }
+    return [name for name in V2_REQUIRED if name.lower() not in present]
+
+
+def validation_body(missing: list[str]) -> dict[str, Any]:
+    """ASP.NET Core's answer to a request missing required fields (``ValidationProblemDetails``)."""
+    return {
+        "type": "https://tools.ietf.org/html/rfc9110#section-15.5.1",
+        "title": "One or more validation errors occurred.",
+        "status": 400,
+        "errors": {name: [f"The {name} field is required."] for name in missing},
+        "traceId": f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-00",
+    }
+
+
 def parse_v2(query: str) -> JobsRequest:
     """Parse and validate a v2 query string (names case-insensitive, the first of repeats wins).
 
@@ -311,6 +346,19 @@ def with_window_reading(
 
 
 # ---------------------------------------------------------------------- answer
+_TICKS_PER_MS = 10_000
+
+
+def in_milliseconds(job: dict[str, Any]) -> dict[str, Any]:
+    """The job with its start and finish rounded to the millisecond (half up), as shown."""
+    shown = dict(job)
+    for key in ("startTime", "finishTime"):
+        if isinstance(shown.get(key), str):
+            ticks = parse_time(shown[key])
+            shown[key] = format_ticks((ticks + _TICKS_PER_MS // 2) // _TICKS_PER_MS * _TICKS_PER_MS)
+    return shown
+
+
 def answer(
     world: World,
     request: JobsRequest,
@@ -321,6 +369,9 @@ def answer(
     selects: str = "start",
     shuffle_ties: bool = False,
     report_total: bool = True,
+    repeat_in_page: int = 0,
+    next_link_prefix: str = V2_PATH,
+    times_in_milliseconds: bool = False,
 ) -> dict[str, Any]:
     """The answer to a page request.
 
@@ -334,6 +385,9 @@ def answer(
         selects: What the time window selects: ``"start"``, ``"overlap"`` or ``"finish"``.
         shuffle_ties: Jobs with equal start times come in a new order every time.
         report_total: Put the total in the answer.
+        repeat_in_page: List the page's first job this many extra times at its end.
+        next_link_prefix: The path ``nextLink`` starts with (AvePoint's sample: ``/jobs``).
+        times_in_milliseconds: Show start and finish rounded to the millisecond.
 
     Returns:
         ``{"totalCount", "pageIndex", "pageSize", "nextLink", "jobs"}`` or, draft,
@@ -350,6 +404,10 @@ def answer(
         shuffle_ties=shuffle_ties,
     )
     reported = total + total_offset
+    if times_in_milliseconds:
+        jobs = [in_milliseconds(job) for job in jobs]
+    if repeat_in_page and jobs:
+        jobs = [*jobs, *(dict(jobs[0]) for _ in range(repeat_in_page))]
     if wrapper == "draft":
         return {"totalNumber": reported, "result": jobs} if report_total else {"result": jobs}
     next_link = None
@@ -359,7 +417,7 @@ def answer(
             ("pageSize", str(request.size)),
             *request.link_params,
         ]
-        next_link = f"{V2_PATH}?{urllib.parse.urlencode(params)}"
+        next_link = f"{next_link_prefix}?{urllib.parse.urlencode(params)}"
     answer = {
         "totalCount": reported,
         "pageIndex": request.page,

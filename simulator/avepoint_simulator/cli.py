@@ -79,6 +79,59 @@ def _parser() -> argparse.ArgumentParser:
         default=0.0,
         help="seconds the service's clock runs ahead of this machine's (negative: behind)",
     )
+    parser.add_argument(
+        "--history-days",
+        type=float,
+        default=180.0,
+        help="how far back the history reaches (default 180); with --running: a busy tenant whose "
+        "newest pages hold only running jobs, e.g. --jobs 20000 --running 400 --history-days 30",
+    )
+    parser.add_argument(
+        "--strict-get",
+        action="store_true",
+        help="v2 as documented: type, startTime and finishTime required (400 naming a missing one)",
+    )
+    parser.add_argument(
+        "--window-selects",
+        choices=("start", "overlap", "finish"),
+        default="start",
+        help="what the time window selects: jobs that started, ran or finished in it (default start)",
+    )
+    parser.add_argument(
+        "--window",
+        choices=("half_open", "inclusive", "ignored"),
+        default="half_open",
+        help="how the window's bounds are read (default half_open: [start, end))",
+    )
+    parser.add_argument(
+        "--max-page-size", type=int, default=100, help="largest page size served (default 100)"
+    )
+    parser.add_argument(
+        "--oversize-pages",
+        choices=("refuse", "cap", "serve", "413", "422", "500", "drop"),
+        default="refuse",
+        help="a larger pageSize: refused with 400 (default), silently capped, served, answered "
+        "413/422/500, or the connection dropped",
+    )
+    parser.add_argument(
+        "--repeat-in-page",
+        type=int,
+        default=0,
+        help="list each page's first job this many extra times (AvePoint's sample shows it)",
+    )
+    parser.add_argument(
+        "--next-link",
+        choices=("full", "short"),
+        default="full",
+        help="nextLink with the /dynamicsbackup prefix (full) or without it (short, as the sample)",
+    )
+    parser.add_argument(
+        "--times-shown",
+        choices=("held", "milliseconds"),
+        default="held",
+        help="times as held (0 to 7 digits, default) or rounded to milliseconds (windows still "
+        "filter on the finer time)",
+    )
     parser.add_argument("--client-id", default=None, help="client id of the default app")
     parser.add_argument("--client-secret", default=None, help="client secret of the default app")
     return parser
@@ -117,6 +170,14 @@ def main(argv: list[str] | None = None) -> int:
             churn_per_page=args.churn_per_page,
             rate_limit_per_second=args.rate_limit,
             clock_offset_s=args.clock_offset,
+            strict_get=args.strict_get,
+            window_selects=args.window_selects,
+            window=args.window,
+            max_page_size=args.max_page_size,
+            oversize_pages=args.oversize_pages,
+            repeat_in_page=args.repeat_in_page,
+            next_link=args.next_link,
+            times_shown=args.times_shown,
         )
     except ValueError as exc:
         print(f"avepoint-simulator: {exc}", file=sys.stderr)
@@ -136,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         arrivals_per_minute=args.arrivals_per_minute,
         running=args.running,
+        history_days=args.history_days,
         client_id=args.client_id,
         client_secret=args.client_secret,
     )

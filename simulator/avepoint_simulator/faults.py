@@ -19,8 +19,10 @@ RETRY_AFTER_FORMATS = ("seconds", "date", "none")
 MALFORMED = (None, "not_json", "no_job_list", "html")
 WINDOWS = ("half_open", "inclusive", "ignored")
 WINDOW_SELECTS = ("start", "overlap", "finish")
-OVERSIZE = ("refuse", "cap", "serve")
+OVERSIZE = ("refuse", "cap", "serve", "413", "422", "500", "drop")
 TIES = ("stable", "shuffled")
+NEXT_LINKS = ("full", "short")
+TIMES_SHOWN = ("held", "milliseconds")
 
 
 @dataclass
@@ -69,10 +71,22 @@ class Faults:
         window_start_exclusive: The window's start bound is exclusive: ``(start, end)``.
         max_page_size: The largest page size served as asked.
         oversize_pages: A larger ``pageSize``: ``"refuse"`` (400, the default), ``"cap"`` (served at
-            ``max_page_size``) or ``"serve"`` (served as asked, any size).
+            ``max_page_size``), ``"serve"`` (served as asked, any size), or ``"413"``, ``"422"``,
+            ``"500"`` (answered with that status, every time) or ``"drop"`` (the connection closed
+            unanswered, every time).
         ties: Order of jobs with equal start times: ``"stable"`` (by jobId) or ``"shuffled"`` (anew
             for every request).
         report_total: Whether answers carry the total (``totalCount`` / ``totalNumber``).
+        strict_get: v2 as AvePoint's page documents it: ``type``, ``startTime`` and ``finishTime`` are
+            required; a request without one of them is answered 400 with ASP.NET's validation body
+            naming each (``"The startTime field is required."``).
+        repeat_in_page: The first job of every page is listed this many extra times at the end of
+            the page (AvePoint's own response sample lists one job three times); totals unchanged.
+        next_link: ``"full"`` (``/dynamicsbackup/jobs?...``) or ``"short"`` (``/jobs?...``, without
+            the prefix, as in AvePoint's response sample).
+        times_shown: ``"held"`` (times as the service holds them, 0 to 7 fractional digits) or
+            ``"milliseconds"`` (rounded to the millisecond, as AvePoint's samples suggest, while
+            windows still filter on the finer time held).
     """
 
     latency_ms: float = 0.0
@@ -103,6 +117,10 @@ class Faults:
     oversize_pages: str = "refuse"
     ties: str = "stable"
     report_total: bool = True
+    strict_get: bool = False
+    repeat_in_page: int = 0
+    next_link: str = "full"
+    times_shown: str = "held"
 
     def __post_init__(self) -> None:
         self.error_statuses = tuple(self.error_statuses)
@@ -142,7 +160,11 @@ class Faults:
             ("window_selects", self.window_selects, WINDOW_SELECTS),
             ("oversize_pages", self.oversize_pages, OVERSIZE),
             ("ties", self.ties, TIES),
+            ("next_link", self.next_link, NEXT_LINKS),
+            ("times_shown", self.times_shown, TIMES_SHOWN),
         )
+        if self.repeat_in_page < 0:
+            raise ValueError("repeat_in_page must be >= 0")
         if self.max_page_size < 1:
             raise ValueError("max_page_size must be >= 1")
         for name, value, allowed in checks:

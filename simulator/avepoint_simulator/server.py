@@ -339,7 +339,16 @@ class Handler(BaseHTTPRequestHandler):
                 if endpoint == "GetJobs":
                     request = api.parse_v1(self.headers.get("Content-Type"), body)
                 else:
+                    missing = api.missing_v2_fields(query) if faults.strict_get else []
+                    if missing:
+                        status = 400
+                        self._send_json(400, api.validation_body(missing))
+                        return
                     request = api.parse_v2(query)
+                if faults.oversize_pages == "drop" and request.size > faults.max_page_size:
+                    self._drop()
+                    status = "drop"
+                    return
                 request = api.with_page_size_rule(
                     request,
                     faults.max_page_size,
@@ -363,6 +372,9 @@ class Handler(BaseHTTPRequestHandler):
                 selects=faults.window_selects,
                 shuffle_ties=faults.ties == "shuffled",
                 report_total=faults.report_total,
+                repeat_in_page=faults.repeat_in_page,
+                next_link_prefix=api.V2_PATH if faults.next_link == "full" else "/jobs",
+                times_in_milliseconds=faults.times_shown == "milliseconds",
             )
             status = 200
             if faults.malformed_response is not None:

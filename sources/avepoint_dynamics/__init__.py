@@ -19,7 +19,14 @@ import dlt
 from dlt.sources import DltResource
 
 from .credentials import AvePointCredentials
-from .errors import ApiError, AuthError, AvePointError, ConfigError, UnavailableError
+from .errors import (
+    ApiError,
+    AuthError,
+    AvePointError,
+    ConfigError,
+    ContractError,
+    UnavailableError,
+)
 from .incremental import tenant_state
 from .interval import join_interval, scheduler_interval
 from .model import JobsPage, Window
@@ -38,6 +45,7 @@ __all__ = [
     "AvePointCredentials",
     "AvePointError",
     "ConfigError",
+    "ContractError",
     "ServiceFindings",
     "UnavailableError",
     "avepoint_dynamics",
@@ -209,7 +217,7 @@ def check_connection(source: Any = None, **source_args: Any) -> dict[str, Any]:
 
 
 def check_service(source: Any = None, **source_args: Any) -> ServiceFindings:
-    """Learn how the tenant's service reads requests (``check --deep``): about 15 requests, nothing loaded.
+    """Learn how the tenant's service reads requests (``check --deep``): about 15 to 25 requests, nothing loaded.
 
     What its time window selects (start, overlap, finish, ignored) and how it reads each bound, whether
     running jobs are in windows, the order, the largest page size, the answer's fields. A ``load`` learns

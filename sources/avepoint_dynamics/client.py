@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -15,7 +16,7 @@ import requests.auth
 from requests.adapters import HTTPAdapter
 
 from .auth import TokenProvider
-from .errors import ApiError, AuthError
+from .errors import ApiError, AuthError, ContractError
 from .model import JobsPage, Window
 from .query import JobsQuery
 from .retries import (
@@ -37,6 +38,10 @@ __all__ = ["AdaptiveLimit", "JobsClient", "JobsPage", "RetryPolicy", "Window"]
 logger = logging.getLogger(__name__)
 
 _MICROSECOND = timedelta(microseconds=1)
+#: The start sent for an open start bound in v2 (which requires one): before any job of this service.
+V2_FLOOR = datetime(2000, 1, 1, tzinfo=UTC)
+#: "The startTime field is required." (ASP.NET's wording), "'pageSize' must be ...": a field named.
+_NAMED_FIELD = re.compile(r"\bThe '?([A-Za-z][\w.]*)'? field is required|^'([A-Za-z][\w.]*)'")
 
 
 class _Bearer(requests.auth.AuthBase):
@@ -176,7 +181,8 @@ class JobsClient:
                 ) from None
             raise ApiError(
                 f"gave up on {what} at {self._url} after {policy.max_attempts} attempts or "
-                f"{policy.max_seconds:.0f} s; last answer: {error}"
+                f"{policy.max_seconds:.0f} s; last answer: {error}",
+                error.status,
             ) from None
         page.window = window
         return page
@@ -236,21 +242,29 @@ class JobsClient:
         bound gets a start one microsecond earlier: a job at exactly ``start`` must not fall between two
         windows. Whatever a bound lets in twice (an inclusive end, that microsecond) is a job outside
         the window it was asked for, left to the window it belongs to (``rows``).
+
+        v1 sends only what the seed's body declares, each field only when set (every one is optional).
+        v2 always sends ``type``, ``startTime`` and ``finishTime``: AvePoint's page marks them
+        *Required: Yes*. An open start is :data:`V2_FLOOR`, an open end the latest the service's
+        time can be now (``ServiceClock.latest``): no job that has started is left out.
         """
+        v2 = self.query.api_version == "v2"
         bounds: dict[str, Any] = {}
-        if window.start is not None:
-            start = window.start - _MICROSECOND if self.start_exclusive else window.start
+        start = window.start if window.start is not None or not v2 else V2_FLOOR
+        if start is not None:
+            if self.start_exclusive and window.start is not None:
+                start -= _MICROSECOND
             bounds["startTime"] = format_api_time(start)
         filters = self.query.filters()
         if window.status is not None:
             filters["status"] = window.status
-        end_name = "endTime" if self.query.api_version == "v1" else "finishTime"
-        if window.end is not None:
-            bounds[end_name] = format_api_time(window.end)
-        if self.query.api_version == "v1":
+        end = window.end if window.end is not None or not v2 else self.clock.latest()
+        if end is not None:
+            bounds["finishTime" if v2 else "endTime"] = format_api_time(end)
+        if not v2:
             page_info = {"currentPage": number, "pageSize": size}
             return "POST", {"json": {"pageInfo": page_info, **filters, **bounds}}
-        query = {"pageIndex": number, "pageSize": size, **filters, **bounds}
+        query = {"pageIndex": number, "pageSize": size, "type": 0, **filters, **bounds}
         return "GET", {"params": query}
 
     def _read(self, response: requests.Response, number: int, what: str) -> JobsPage:
@@ -268,8 +282,20 @@ class JobsClient:
                 f"the jobs API at {self._url} forbids {what} (403); grant the app "
                 "Dynamics.ReadWrite.All in AvePoint Online Services"
             )
+        if status == 400:
+            fields = named_fields(response)
+            if fields:
+                raise ContractError(
+                    f"the jobs API at {self._url} refused {what} naming the field(s) "
+                    f"{', '.join(fields)} (HTTP 400: {short(response.text)}); the request this "
+                    f"connector builds for api_version {self.query.api_version!r} does not match "
+                    "what this service requires: check api_version, and report it with this line",
+                    fields,
+                )
         if status >= 400:
-            raise ApiError(f"the jobs API rejected {what} (HTTP {status}): {short(response.text)}")
+            raise ApiError(
+                f"the jobs API rejected {what} (HTTP {status}): {short(response.text)}", status
+            )
         try:
             # ~2x stdlib json, and pages are parsed on the worker threads
             payload = orjson.loads(response.content)
@@ -308,4 +334,55 @@ def _page(payload: Any, number: int, what: str) -> JobsPage:
         raise ApiError(
             f"the answer to {what} lists a job that is not an object: {short(repr(bad))}"
         )
-    return JobsPage(jobs=jobs, total=total, number=number, keys=tuple(sorted(payload)))
+    return JobsPage(jobs=_once_each(jobs), total=total, number=number, keys=tuple(sorted(payload)))
+
+
+def _once_each(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The page with each ``jobId`` once: AvePoint's own response sample lists one job three times.
+
+    The first copy stays; a page whose ids are all distinct is returned as it is.
+    """
+    ids = [job.get("jobId") for job in jobs]
+    if len(set(map(repr, ids))) == len(ids):
+        return jobs
+    seen: set[str] = set()
+    kept = []
+    for job, job_id in zip(jobs, ids, strict=True):
+        key = repr(job_id)
+        if job_id is None or key not in seen:
+            seen.add(key)
+            kept.append(job)
+    return kept
+
+
+def named_fields(response: requests.Response) -> list[str]:
+    """The request fields a 400 names: AvePoint's ``field``, ASP.NET's ``errors`` keys, or its wording.
+
+    Args:
+        response: A 400 answer.
+
+    Returns:
+        The field names in the order named (empty when the answer names none).
+    """
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        body = None
+    names: list[str] = []
+    messages: list[str] = []
+    if isinstance(body, dict):
+        if isinstance(body.get("field"), str):
+            names.append(body["field"])
+        errors = body.get("errors")
+        if isinstance(errors, dict):
+            for key, said in errors.items():
+                if isinstance(key, str) and key and not key.startswith("$"):
+                    names.append(key)
+                messages.extend(str(item) for item in (said if isinstance(said, list) else [said]))
+        messages.extend(str(body.get(key) or "") for key in ("message", "title"))
+    else:
+        messages.append(response.text[:2000])
+    for message in messages:
+        for match in _NAMED_FIELD.finditer(message):
+            names.append(match.group(1) or match.group(2))
+    return list(dict.fromkeys(names))

@@ -36,9 +36,38 @@ class AuthError(AvePointError):
 
 
 class ApiError(AvePointError):
-    """The jobs API failed for good: retries ran out, or it answered something that makes no sense."""
+    """The jobs API failed for good: retries ran out, or it answered something that makes no sense.
+
+    Args:
+        message: What failed, in one line.
+        status: The HTTP status of the answer that ended the attempts, if there was one (callers
+            decide by it, never by the text).
+    """
 
     exit_code = 4
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ContractError(ApiError):
+    """The jobs API refused a request by naming fields it requires or cannot read (a 400 that names them).
+
+    Retrying would not help and nothing is wrong with the network: the request this connector builds
+    does not match what this service accepts (most often ``api_version``). Exit code 2, like a
+    configuration error.
+
+    Args:
+        message: What was refused, with the field names.
+        fields: The field names the service named.
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, fields: list[str]) -> None:
+        super().__init__(message, status=400)
+        self.fields = fields
 
 
 class UnavailableError(AvePointError):

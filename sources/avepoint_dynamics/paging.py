@@ -101,6 +101,8 @@ class WindowReader:
         self.client = client
         self.pool = pool
         self.size = client.query.page_size
+        #: The page size the service was found to cap ``page_size`` at (None: served as asked).
+        self._cap: int | None = None
         self.concurrency = client.query.max_concurrency
         self.stats = PagingStats()
         self._on_page = on_page
@@ -125,6 +127,7 @@ class WindowReader:
             yield from self._walk_without_total(window, first)
             return
         self.stats.expected_jobs += first.total
+        self._notice_cap(window, first)
         tally = _Tally(first.total)
         tally.add(first)
         first_ids = _ids(first.jobs)
@@ -184,12 +187,36 @@ class WindowReader:
             for future in ahead.values():
                 future.cancel()
 
+    def _notice_cap(self, window: Window, first: JobsPage) -> None:
+        """A page 1 shorter than asked, of a window holding more: the service caps the page size.
+
+        It may do so silently (no error, the answer's total unchanged). Every later page is then asked
+        at the size served, so the offsets line up and paging stays complete. A page 1 cut short for
+        another reason (jobs purged while it was read) only makes the pages smaller than needed.
+        """
+        asked = self._cap or self.size
+        served = len(first.jobs)
+        if first.total is None or served == 0 or served >= min(asked, first.total):
+            return
+        with self._stats_lock:
+            self._cap = self.size = served
+        logger.warning(
+            "the jobs API served %d jobs on page 1 of window %s when asked for %d (of %d): it caps "
+            "the page size; reading by %d (set page_size = %d to skip this check)",
+            served,
+            window,
+            asked,
+            first.total,
+            served,
+            served,
+        )
+
     def fetch_first(self, window: Window) -> JobsPage:
         """Page 1 of a window (a probe: its total weighs the window, its jobs are kept for the read)."""
         return self._fetch(window, 1)
 
     def _fetch(self, window: Window, number: int, size: int | None = None) -> JobsPage:
-        page = self.client.fetch_page(window, number, size)
+        page = self.client.fetch_page(window, number, size if size is not None else self._cap)
         with self._stats_lock:
             self.stats.pages += 1
             self.stats.jobs += len(page.jobs)

@@ -11,6 +11,13 @@ selects:
 - ``finish``: a window returns the jobs that finished in it and never a running one: the new-jobs window
   by finish time, plus one request for status 2 without any window (the jobs running now).
 - ``ignored``: every request returns everything: the whole history, every run.
+- ``unknown`` (the probe could not tell): the ``start`` reads, plus one read of status 2 without any
+  window (every job running now). Exact under every reading: by start, the ``start`` reads suffice; by
+  overlap or finish, a job that changed since the last run either runs now (the running read) or
+  finished after the new-jobs window's start, so that window returns it (by finish: it finished in it;
+  by overlap: it ran during it). Followed jobs no window returned are looked for as under ``finish``.
+  The cost: the running jobs' pages on every run. A running job the start reads returned too is kept
+  once (unless it changed between the two reads: then the load deduplicates).
 """
 
 from __future__ import annotations
@@ -36,6 +43,8 @@ class ReadPlan:
         coverage: Ranges by start time whose every job this run sees, if it still matches the
             filters: a followed job in them that was not seen has left the filters (or was purged).
         cursor: Where the next scheduled run starts (the new-jobs window's end); None for a backfill.
+        seen_last: A read whose jobs the earlier reads of the run may have returned already (the
+            running jobs, under ``unknown``): a job already read as it is now is not read twice.
     """
 
     windows: list[Window]
@@ -43,6 +52,7 @@ class ReadPlan:
     start_ranges: list[Window] | None = None
     coverage: list[Window] = field(default_factory=list)
     cursor: datetime | None = None
+    seen_last: Window | None = None
 
 
 def plan_reads(
@@ -54,7 +64,8 @@ def plan_reads(
     """The reads of a run, given the service's reading of the window.
 
     Args:
-        selects: ``start``, ``overlap``, ``finish`` or ``ignored`` (see the module's docstring).
+        selects: ``start``, ``overlap``, ``finish``, ``ignored`` or ``unknown`` (see the module's
+            docstring).
         query: The run's settings (status filter, backfill).
         new_jobs: ``[cursor - lookback, service now)`` (a backfill: its range).
         follow_ranges: The ranges of the followed jobs (``start`` windows only).
@@ -83,6 +94,8 @@ def plan_reads(
             windows.append(discover)
             follow_only.add(discover)
         return ReadPlan(windows, follow_only, None, [Window(None, new_jobs.end)], cursor)
+    if selects == "unknown":
+        return _safe_plan(status, follow_status, _disjoint([*follow_ranges, new_jobs]), cursor)
     ranges = _disjoint([*follow_ranges, new_jobs])
     windows = []
     follow_only = set()
@@ -95,10 +108,27 @@ def plan_reads(
     return ReadPlan(windows, follow_only, ranges, ranges, cursor)
 
 
+def _safe_plan(
+    status: int | None, follow_status: int | None, ranges: list[Window], cursor: datetime | None
+) -> ReadPlan:
+    """The reads while the window's reading is unknown: by start time, then every running job.
+
+    The running jobs come last: a job that finishes between two reads is then seen running first,
+    and followed, never the other way round.
+    """
+    running = Window(None, None, IN_PROGRESS_STATUS)
+    windows = (
+        [] if status == IN_PROGRESS_STATUS else [Window(r.start, r.end, status) for r in ranges]
+    )
+    windows.append(running)
+    follow_only = {running} if follow_status is not None else set()
+    return ReadPlan(windows, follow_only, None, [Window(None, None)], cursor, seen_last=running)
+
+
 def plan_rescue(
     selects: str, query: JobsQuery, missing: list[datetime], new_jobs_start: datetime | None
 ) -> ReadPlan:
-    """Reads that find followed jobs the run's reads did not return (``overlap`` and ``finish`` only).
+    """Reads that find followed jobs the run's reads did not return (``overlap``, ``finish``, ``unknown``).
 
     A service may date a job's finish a little before the moment it showed it finished (a clock, a
     rounding): then the job is in no window of the next run, and no longer running. Found by its start
@@ -106,7 +136,8 @@ def plan_rescue(
     (``finish``: the jobs that finished between the oldest such start and the new-jobs window).
 
     Args:
-        selects: ``overlap`` or ``finish``.
+        selects: ``overlap``, or ``finish`` / ``unknown`` (by finish: exact under every reading, as the
+            job started in the window).
         query: The run's settings.
         missing: Start times of the followed jobs not seen.
         new_jobs_start: Where the new-jobs window started (the rescue window ends there).

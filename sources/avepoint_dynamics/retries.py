@@ -58,14 +58,20 @@ class Transient(Exception):
         what: The failure, in a few words (``HTTP 503: ...``, ``ConnectionError: ...``).
         retry_after: Seconds the service asked us to wait, if it did.
         unreached: The host did not answer at all (refused, unknown, timed out).
+        status: The HTTP status of the answer, if there was one.
     """
 
     def __init__(
-        self, what: str, retry_after: float | None = None, unreached: bool = False
+        self,
+        what: str,
+        retry_after: float | None = None,
+        unreached: bool = False,
+        status: int | None = None,
     ) -> None:
         super().__init__(what)
         self.retry_after = retry_after
         self.unreached = unreached
+        self.status = status
 
 
 class HostContact:
@@ -105,7 +111,9 @@ def retrying(policy: RetryPolicy, contact: HostContact, what: Callable[[], str])
 
     def wait(state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, Transient) and error.retry_after is not None:
+        if isinstance(error, Transient) and error.retry_after:
+            # ``Retry-After: 0`` or a date already past says "now": that is the backoff below, not a
+            # hot loop of immediate retries.
             return min(error.retry_after, policy.max_seconds)
         if isinstance(error, Transient) and error.unreached and not contact.answered:
             return min(1.0, policy.backoff_s * state.attempt_number)  # a few seconds in all
@@ -131,7 +139,9 @@ def transient_answer(response: requests.Response) -> Transient | None:
     if status not in RETRY_STATUSES:
         return None
     retry_after = retry_after_seconds(response) if status in (429, 503) else None
-    return Transient(f"HTTP {status}: {short(response.text)}", retry_after=retry_after)
+    return Transient(
+        f"HTTP {status}: {short(response.text)}", retry_after=retry_after, status=status
+    )
 
 
 def transient_exception(error: requests.RequestException) -> Transient | None:

@@ -18,7 +18,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from itertools import chain
 from typing import Any
 
@@ -36,7 +36,8 @@ from .plan import ReadPlan, plan_reads, plan_rescue
 from .rejected import Bounds, RejectedJob, rejected_table, resolved_rejections_table
 from .rows import JobRows, fingerprint, left_jobs_table
 from .service import ServiceFindings, probe_service
-from .settings import IN_PROGRESS_STATUS, MAX_PAGE_SIZE
+from .service_time import service_now
+from .settings import FINAL_STATUSES, IN_PROGRESS_STATUS
 from .setup import JobsSetup
 from .times import api_time_or_none, format_api_time, from_micros, to_micros
 
@@ -109,7 +110,7 @@ class JobsRun:
             tokens, client = self.setup.connect()
         try:
             self.findings = self._findings(client)
-            selects = self.findings.window_selects or "start" if self.findings else "start"
+            selects = self._selects()
             with ThreadPoolExecutor(
                 query.max_concurrency, thread_name_prefix="avepoint-page"
             ) as pool:
@@ -117,7 +118,7 @@ class JobsRun:
                 first_pages: dict[Window, JobsPage] = {}
                 start = self._new_jobs_start(before)
                 follow_ranges: list[Window] = []
-                if not query.is_backfill and selects == "start":
+                if not query.is_backfill and selects in ("start", "unknown"):
                     selections = [self.load_status] + (
                         [self.follow_status] if self.follow_status is not None else []
                     )
@@ -133,7 +134,7 @@ class JobsRun:
                         for window in before.rejected_windows.values()
                         if start is None or (window.start is not None and window.start < start)
                     ]
-                now = self._now = self._service_now(client, selects)
+                now = self._now = service_now(client, selects, self.load_status)
                 end = now if query.end_time is None else min(query.end_time, now)
                 if query.is_backfill and start is not None and end <= start:
                     raise ConfigError(
@@ -146,6 +147,14 @@ class JobsRun:
                     # a probe that found only older jobs): nothing new to ask; the cursor stays.
                     end = start
                 plan = plan_reads(selects, query, Window(start, end), follow_ranges)
+                if selects == "unknown":
+                    self._say_safe_way()
+                if selects == "finish" and query.api_version == "v2":
+                    logger.warning(
+                        "this service's window selects jobs by finish time, and v2 requests carry "
+                        "both bounds (its page requires them): running jobs are in no window, so "
+                        "they load once they finish; api_version 'v1' reads them without a window"
+                    )
                 if selects == "ignored":
                     logger.warning(
                         "this service ignores the time window (check --deep, %s): every run reads "
@@ -163,7 +172,7 @@ class JobsRun:
                 )
                 yield from self._read(reader, plan, first_pages, tracker)
                 missing = tracker.left_jobs()
-                if missing and selects in ("overlap", "finish") and not query.is_backfill:
+                if missing and selects != "start" and not query.is_backfill:
                     logger.info(
                         "%d followed jobs came in no window: looking for them", len(missing)
                     )
@@ -196,15 +205,38 @@ class JobsRun:
             tracker.rejected,
         )
 
+    def _selects(self) -> str:
+        """What the window selects, as the plan reads it: ``unknown`` while the probe could not tell."""
+        findings = self.findings
+        if findings is None:
+            return "start"
+        return findings.window_selects or "unknown"
+
+    def _say_safe_way(self) -> None:
+        """Once a run: the reading is unknown, what the run does instead and what that costs."""
+        findings = self.findings
+        assert findings is not None
+        logger.warning(
+            "how this service's time window selects jobs is unknown (checked %s: %s); %s",
+            findings.checked_at,
+            "; ".join(note for note in findings.notes if note.startswith("time window"))
+            or "could not tell",
+            findings.safe_way(self.query.page_size),
+        )
+
     def _findings(self, client: PageSource) -> ServiceFindings | None:
-        """How the service reads requests: from the source's state, or learnt now (first run, or stale)."""
+        """How the service reads requests: from the source's state, or learnt now.
+
+        Learnt on the first run, after answers contradicted the findings, and on every run while the
+        window's reading is unknown (a busy tenant may show a finished job tomorrow).
+        """
         key = f"{self.query.api_version} {self.query.base_url}"
         findings = ServiceFindings.from_dict(self.service_state.get(key))
-        if findings is None or findings.stale:
+        if findings is None or findings.stale or findings.window_selects is None:
             logger.info("learning how the jobs API at %s reads its requests", self.query.base_url)
             findings = probe_service(client)
             self.service_state[key] = findings.as_dict()
-            for line in findings.lines():
+            for line in findings.lines(safe_way=False):
                 logger.info("  %s", line)
         client.start_exclusive = findings.start_bound == "exclusive"
         return findings
@@ -241,34 +273,6 @@ class JobsRun:
 
         return cost_of
 
-    def _service_now(self, client: PageSource, selects: str) -> datetime:
-        """The service's time, from a one-job probe: its ``Date``, and the newest job's start.
-
-        Where windows select by finish, the jobs that finished in the last seconds pin it too: a job
-        that finished after the newest start must be inside this run's window.
-        """
-        probe = client.fetch_page(Window(None, None, self.load_status), 1, 1)
-        for job in probe.jobs:
-            start = api_time_or_none(job.get("startTime"))
-            if start is not None:
-                client.clock.observe_start(start)
-        if selects == "finish" and client.clock.known:
-            recent = Window(client.clock.now() - timedelta(seconds=2), None, self.load_status)
-            for number in range(1, 6):  # the jobs that finished in the last seconds: a page or two
-                page = client.fetch_page(recent, number, MAX_PAGE_SIZE)
-                for job in page.jobs:
-                    finish = api_time_or_none(job.get("finishTime"))
-                    if finish is not None:
-                        client.clock.observe_start(finish)
-                if len(page.jobs) < MAX_PAGE_SIZE:
-                    break
-        if not client.clock.known:
-            logger.warning(
-                "the jobs API's answers carry no Date header; the new-jobs window ends at this "
-                "machine's clock, which may be off the service's (lookback_minutes covers some of it)"
-            )
-        return client.clock.now()
-
     def _filters_changed(self, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
         if self.query.is_backfill:
             logger.warning(
@@ -299,6 +303,8 @@ class JobsRun:
         pending: list[dict[str, Any]] = []
         bounds: list[Bounds] = []
         strays = outside = 0
+        #: Fingerprints of the open jobs read so far (only when a later read may return them again).
+        open_read: dict[str, str] | None = {} if plan.seen_last is not None else None
         for item in chain(reader.read_all(plan.windows, first_pages), [None]):
             if item is not None:
                 window, page_jobs = item
@@ -309,6 +315,10 @@ class JobsRun:
                     tracker.saw_final(final)
                     continue
                 page_jobs = self._changed(page_jobs, tracker)
+                if window == plan.seen_last:
+                    page_jobs = [job for job in page_jobs if not _read_before(job, open_read)]
+                else:
+                    _remember_open(page_jobs, open_read)
                 pending.extend(page_jobs)
                 if ranges is not None:
                     bounds.extend([_bounds(_range_of(window, ranges))] * len(page_jobs))
@@ -327,7 +337,8 @@ class JobsRun:
             outside += batch.outside
             strays += batch.strays
             if batch.table is not None:
-                yield self.claim.rows(batch.table, proven=not (reader.stats.may_repeat or strays))
+                repeats = reader.stats.may_repeat or strays
+                yield self.claim.rows(batch.table, proven=not repeats)
             if batch.rejected:
                 yield self._rejected(batch.rejected, tracker)
         if outside or strays:
@@ -408,6 +419,26 @@ class JobsRun:
                 resolved_rejections_table(resolved, constants), REJECTED_TABLE
             )
         yield from self.claim.final()
+
+
+def _remember_open(jobs: list[dict[str, Any]], open_read: dict[str, str] | None) -> None:
+    """Keep the fingerprints of the jobs not final yet (a later read of running jobs returns them)."""
+    if open_read is None:
+        return
+    for job in jobs:
+        job_id = job.get("jobId")
+        if isinstance(job_id, str) and job.get("status") not in FINAL_STATUSES:
+            open_read[job_id] = fingerprint(job)
+
+
+def _read_before(job: dict[str, Any], open_read: dict[str, str] | None) -> bool:
+    """The job was read earlier in this run exactly as it is now (a copy the load would merge away)."""
+    job_id = job.get("jobId")
+    return (
+        open_read is not None
+        and isinstance(job_id, str)
+        and open_read.get(job_id) == fingerprint(job)
+    )
 
 
 def _count(number: int, thing: str) -> str:

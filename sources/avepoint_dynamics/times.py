@@ -160,6 +160,16 @@ class ServiceClock:
                 return self._started + timedelta(microseconds=1)
             return estimate
 
+    def latest(self) -> datetime:
+        """The latest the service's time can be now: ``Date`` rounds down, so up to a second past
+        :meth:`now`. Before any answer, a day past this machine's clock (whose offset is unknown).
+
+        An open end bound sent as this (v2 requires one) keeps every job that has started.
+        """
+        if not self.known:
+            return datetime.now(UTC) + timedelta(days=1)
+        return self.now() + timedelta(seconds=1)
+
     def offset(self) -> timedelta | None:
         """How far the service's clock is ahead of this machine's (None: not known yet)."""
         if not self.known:

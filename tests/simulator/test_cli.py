@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import requests
+from avepoint_simulator.times import parse_time
 
 
 def test_cli_serves_and_stops_on_sigterm() -> None:
@@ -57,3 +58,36 @@ def test_cli_rejects_bad_settings() -> None:
     from avepoint_simulator.cli import main
 
     assert main(["--error-rate", "3"]) == 2
+
+
+def test_cli_switches_reach_the_service() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from avepoint_simulator.cli import main; raise SystemExit(main())",
+         "--jobs", "300", "--running", "150", "--history-days", "10", "--strict-get",
+         "--window-selects", "finish", "--window", "inclusive", "--max-page-size", "50",
+         "--oversize-pages", "cap", "--repeat-in-page", "2", "--next-link", "short", "--no-tls"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        info = json.loads(process.stdout.readline())
+        session = requests.Session()
+        session.trust_env = False
+        faults = session.get(info["base_url"] + "/_simulator/faults", timeout=30).json()
+        assert {
+            key: faults[key]
+            for key in ("strict_get", "window_selects", "window", "max_page_size",
+                        "oversize_pages", "repeat_in_page", "next_link")
+        } == {
+            "strict_get": True, "window_selects": "finish", "window": "inclusive",
+            "max_page_size": 50, "oversize_pages": "cap", "repeat_in_page": 2, "next_link": "short",
+        }  # fmt: skip
+        truth = session.get(info["base_url"] + "/_simulator/ground_truth", timeout=30).json()
+        newest = sorted(truth, key=lambda job: parse_time(job["startTime"]))[-150:]
+        assert all(job["status"] == 2 for job in newest)  # a busy tenant: the newest all run
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()

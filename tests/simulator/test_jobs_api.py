@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 import pytest
+import requests
 from avepoint_simulator import Simulator
 from avepoint_simulator.times import format_ticks, parse_time
 
@@ -361,3 +362,51 @@ def test_malformed_http_framing(client: SimClient, sim: Simulator) -> None:
         tls.sendall(b"POST /api/OpenApi/GetJobs HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n")
         assert tls.recv(4096).startswith(b"HTTP/1.1 400")
     assert client.request("GET", "/connect/token").status_code == 405
+
+
+# ---------------------------------------------------------------------- documented shapes (issue 20)
+def test_strict_get_requires_what_the_page_marks_required(
+    client: SimClient, sim: Simulator
+) -> None:
+    sim.set_faults(strict_get=True)
+    refused = client.v2({"pageIndex": 1, "pageSize": 10, "startTime": "2000-01-01T00:00:00Z"})
+    assert refused.status_code == 400
+    body = refused.json()
+    assert body["errors"] == {
+        "type": ["The type field is required."],
+        "finishTime": ["The finishTime field is required."],
+    }
+    assert body["status"] == 400 and body["title"] == "One or more validation errors occurred."
+
+    window = {"startTime": "2000-01-01T00:00:00Z", "finishTime": "2100-01-01T00:00:00Z"}
+    served = client.v2({"pageIndex": 1, "pageSize": 10, "type": 0, **window})
+    assert served.status_code == 200 and served.json()["totalCount"] == 2_000
+    assert client.v1().status_code == 200  # v1 documents nothing as required
+
+
+def test_a_job_repeated_in_a_page_and_a_next_link_without_the_prefix(
+    client: SimClient, sim: Simulator
+) -> None:
+    sim.set_faults(repeat_in_page=2, next_link="short")
+    answer = client.v2({"pageIndex": 1, "pageSize": 10}).json()
+    ids = [job["jobId"] for job in answer["jobs"]]
+    assert len(ids) == 12 and len(set(ids)) == 10 and ids[-2:] == [ids[0], ids[0]]
+    assert answer["totalCount"] == 2_000
+    assert answer["nextLink"] == "/jobs?pageIndex=2&pageSize=10"
+    assert client.request("GET", answer["nextLink"], headers=client.auth()).status_code == 404
+
+
+@pytest.mark.parametrize("oversize", ["413", "422", "500"])
+def test_oversize_pages_answered_with_another_status(
+    client: SimClient, sim: Simulator, oversize: str
+) -> None:
+    sim.set_faults(oversize_pages=oversize, max_page_size=50)
+    assert client.v2({"pageIndex": 1, "pageSize": 50}).status_code == 200
+    assert client.v2({"pageIndex": 1, "pageSize": 51}).status_code == int(oversize)
+
+
+def test_oversize_pages_dropped(client: SimClient, sim: Simulator) -> None:
+    sim.set_faults(oversize_pages="drop", max_page_size=50)
+    with pytest.raises(requests.ConnectionError):
+        client.v2({"pageIndex": 1, "pageSize": 51})
+    assert sim.stats()["requests"].get("v2jobs drop") == 1

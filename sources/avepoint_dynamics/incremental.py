@@ -11,7 +11,16 @@ atomically with the load package)::
      "rejected_jobs": {"DCIB2026...": "2026-11-28T02:00:00.000000Z"},  # set aside: read again
      "rejected_since": {"DCIB2026...": "2026-11-29T08:00:00.000000Z"}, # first set aside (service time)
      "rejected_windows": {"?a1b2...": ["2026-11-28T00:00:00.000000Z", "2026-11-29T00:00:00.000000Z"]},
-     "abandoned_jobs": {"DCIB2025...": "2025-10-01T02:00:00.000000Z"}, "abandoned_count": 1}
+     "abandoned_jobs": {"DCIB2025...": "2025-10-01T02:00:00.000000Z"}, "abandoned_count": 1,
+     "history_from": null,                            # initial_start_time of the first run (null: all)
+     "other_filters": {"{\"status\": 4}": {"cursor": ..., "open_jobs": ..., ...}}}
+
+A state belongs to the filters it was built under: the cursor says "every job these filters select that
+started before it was read". A scheduled run under other filters (a one-off ``--status 4``, or a filter
+changed for good) parks the state of the last run's filters under ``other_filters`` and goes on from the
+state of its own filters: where the last run under them stopped, or, the first time, from
+``initial_start_time`` (the whole history they select). A run back under earlier filters therefore
+re-reads everything the runs in between skipped.
 
 Every time in it is the service's (its ``Date`` header and the start times it serves): a loader clock
 that is hours off decides nothing. A run reads ``[cursor - lookback, service now)`` for new jobs, and the
@@ -20,6 +29,7 @@ spans that hold the followed jobs (``following``); it then commits what it saw.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
@@ -38,6 +48,22 @@ ABANDONED_KEPT = 1_000
 #: A set-aside job without a usable start time is re-read through the window it came in, if that
 #: window is no longer than this; a wider one would make every run re-read a large part of the history.
 MAX_REJECTED_WINDOW_S = 86_400
+#: The keys of one filter set's state (``tenants``, ``other_filters`` are not a filter set's).
+FILTER_STATE_KEYS = (
+    "cursor",
+    "service_time",
+    "filters",
+    "open_jobs",
+    "open_fingerprints",
+    "rejected_jobs",
+    "rejected_since",
+    "rejected_windows",
+    "abandoned_jobs",
+    "abandoned_count",
+    "history_from",
+)
+#: Where the states of the filter sets other than the last run's are parked.
+OTHER_FILTERS = "other_filters"
 
 
 def tenant_state(
@@ -312,6 +338,51 @@ def _times(raw: Any) -> dict[str, datetime]:
 
 def _iso(times: dict[str, datetime]) -> dict[str, str]:
     return {key: format_api_time(moment) for key, moment in sorted(times.items())}
+
+
+def filters_id(filters: dict[str, Any]) -> str:
+    """A filter set as a key of ``other_filters``: its JSON, keys sorted, unset filters left out."""
+    return json.dumps({k: v for k, v in filters.items() if v is not None}, sort_keys=True)
+
+
+def selects_within(narrow: dict[str, Any], wide: dict[str, Any]) -> bool:
+    """Whether every job ``narrow`` selects is selected by ``wide`` (each filter ``wide`` sets, equal)."""
+    return all(narrow.get(key) == value for key, value in wide.items() if value is not None)
+
+
+def switch_filters(
+    state: MutableMapping[str, Any], filters: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Make ``state`` the state of ``filters``: park the last run's, bring back (or start) theirs.
+
+    Args:
+        state: One tenant's state, changed in place (committed by dlt only if the run loads).
+        filters: The run's filters (``JobsQuery.filter_key()``).
+
+    Returns:
+        The last run's filters when they were others (the state was switched), else None.
+    """
+    last = state.get("filters")
+    if not isinstance(last, dict) or filters_id(last) == filters_id(filters):
+        return None
+    parked: MutableMapping[str, Any] = state.setdefault(OTHER_FILTERS, {})
+    parked[filters_id(last)] = {key: state.pop(key) for key in FILTER_STATE_KEYS if key in state}
+    mine = parked.pop(filters_id(filters), None)
+    if isinstance(mine, dict):
+        state.update({key: value for key, value in mine.items() if key in FILTER_STATE_KEYS})
+    state["filters"] = dict(filters)
+    return dict(last)
+
+
+def other_filters(state: MutableMapping[str, Any]) -> list[dict[str, Any]]:
+    """The filter sets with a parked state (earlier runs under other filters)."""
+    found = []
+    for key in dict(state.get(OTHER_FILTERS) or {}):
+        try:
+            found.append(dict(json.loads(key)))
+        except (ValueError, TypeError):
+            continue
+    return found
 
 
 def describe_filters(filters: dict[str, Any] | None) -> str:

@@ -29,7 +29,15 @@ from .auth import TokenProvider
 from .claims import DuplicateClaim
 from .errors import ConfigError
 from .following import plan_follow
-from .incremental import FollowState, RunTracker, describe_filters, follow_marks
+from .incremental import (
+    FollowState,
+    RunTracker,
+    describe_filters,
+    follow_marks,
+    other_filters,
+    selects_within,
+    switch_filters,
+)
 from .model import JobsPage, PageSource, Window
 from .paging import WindowReader
 from .plan import ReadPlan, plan_reads, plan_rescue
@@ -89,11 +97,16 @@ class JobsRun:
     def batches(self) -> Iterator[Any]:
         """Arrow tables for ``jobs`` (and ``jobs_rejected``), with their hints; commits the state last."""
         query = self.query
-        before = FollowState.load(self.state)
         filters = query.filter_key()
+        if not query.is_backfill:
+            last = switch_filters(self.state, filters)
+            if last is not None:
+                self._filters_switched(last, filters)
+        before = FollowState.load(self.state)
         filters_match = before.filters is None or before.filters == filters
         if not filters_match:
-            self._filters_changed(before.filters, filters)
+            self._backfill_filters_differ(before.filters, filters)
+        self._history_from(before)
         for job_id in before.abandon_old(query.open_job_max_age):
             logger.warning(
                 "job %s is still not final %d days after it started; no longer following it "
@@ -269,22 +282,71 @@ class JobsRun:
             )
         return client.clock.now()
 
-    def _filters_changed(self, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
-        if self.query.is_backfill:
-            logger.warning(
-                "this backfill's filters (%s) are not the pipeline's (%s): it loads what they select "
-                "and leaves the followed jobs alone",
-                describe_filters(new),
-                describe_filters(old),
+    def _backfill_filters_differ(self, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
+        logger.warning(
+            "this backfill's filters (%s) are not the last run's (%s): it loads what they select "
+            "and leaves the followed jobs alone",
+            describe_filters(new),
+            describe_filters(old),
+        )
+
+    def _filters_switched(self, old: dict[str, Any], new: dict[str, Any]) -> None:
+        """Say what a run under other filters than the last run's reads, and what the table keeps."""
+        before = FollowState.load(self.state)
+        if before.cursor is not None:
+            reads = (
+                f"it reads on from where the last run under them stopped ({format_api_time(before.cursor)}), "
+                "so it also reads what the runs in between skipped"
             )
         else:
-            logger.warning(
-                "the filters changed since the last run (%s -> %s): rows loaded under the old filters "
-                "stay in the table; for a table that holds exactly what the new filters select, run "
-                "avepoint-dynamics reset --yes and load again",
-                describe_filters(old),
-                describe_filters(new),
+            start = self.query.initial_start_time
+            since = (
+                f"since {format_api_time(start)}" if start is not None else "in the whole history"
             )
+            reads = f"no run read under them yet: it reads every job they select {since}"
+        wider = [f for f in [old, *other_filters(self.state)] if not selects_within(f, new)]
+        keeps = (
+            "; rows loaded under the other filters that these do not select stay in the table "
+            "(for a table with exactly these filters' jobs: avepoint-dynamics reset --yes, then load)"
+            if wider
+            else ""
+        )
+        logger.warning(
+            "the filters changed since the last run (%s -> %s): %s; the state built under %s is "
+            "kept for the next run under those%s",
+            describe_filters(old),
+            describe_filters(new),
+            reads,
+            describe_filters(old),
+            keeps,
+        )
+
+    def _history_from(self, before: FollowState) -> None:
+        """Remember where a first run started; say so when ``initial_start_time`` asks for another start."""
+        query = self.query
+        if query.is_backfill:
+            return
+        given = format_api_time(query.initial_start_time) if query.initial_start_time else None
+        if before.cursor is None:
+            self.state["history_from"] = given
+            return
+        if "history_from" not in self.state:
+            return  # a state from before this was kept: where it started is not known
+        started = self.state.get("history_from")
+        if given is None or given == started:
+            return
+        if started is not None and given < started:
+            advice = f"to load [{given}, {started}) run avepoint-dynamics backfill --from {given} --to {started}"
+        else:
+            advice = "to start the history there instead: avepoint-dynamics reset --yes, then load"
+        logger.warning(
+            "initial_start_time %s applies to a first run only: this pipeline's history starts at %s "
+            "and its cursor is at %s; %s",
+            given,
+            started or "the first job",
+            format_api_time(before.cursor),
+            advice,
+        )
 
     # ------------------------------------------------------------------ reading
     def _read(

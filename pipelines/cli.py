@@ -229,7 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     where_options(reset)
     dataset_option(reset)
     reset.add_argument(
-        "--tenant", help="forget only this tenant's state (default: the whole pipeline's)"
+        "--tenant",
+        help="forget only this tenant's state (default: the pipeline's and every tenant's loaded "
+        "beside it with --tenant / --tenants)",
     )
     reset.add_argument(
         "--yes",
@@ -298,6 +300,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--json",
         action="store_true",
         help="print the result as JSON, stale or not (default: one line per stale organization)",
+    )
+    alert.add_argument(
+        "--wait",
+        metavar="SECONDS",
+        type=float,
+        default=10.0,
+        help="while a load holds the DuckDB file, wait this long before answering busy (exit 75) "
+        "(default: 10)",
     )
     alert.set_defaults(func=cmd_alert)
 

@@ -104,7 +104,9 @@ def test_a_filter_changed_between_runs_is_said(
 
     said = [r.getMessage() for r in caplog.records if "filters changed" in r.getMessage()]
     assert said == [
-        "the filters changed since the last run (none -> type 1): rows loaded under the old "
-        "filters stay in the table; for a table that holds exactly what the new filters select, "
-        "run avepoint-dynamics reset --yes and load again"
+        "the filters changed since the last run (none -> type 1): no run read under them yet: it "
+        "reads every job they select in the whole history; the state built under none is kept for "
+        "the next run under those; rows loaded under the other filters that these do not select "
+        "stay in the table (for a table with exactly these filters' jobs: avepoint-dynamics reset "
+        "--yes, then load)"
     ]

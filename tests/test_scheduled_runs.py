@@ -240,7 +240,10 @@ def test_a_job_a_backfill_sees_running_is_followed_to_its_final_state(tmp_path: 
 # ---------------------------------------------------------------------- tenants
 def test_two_tenants_through_tenant_keep_their_own_pipeline_and_state(tmp_path: Path) -> None:
     with Simulator(jobs=900, seed=28) as contoso, Simulator(jobs=600, seed=29) as fabrikam:
-        envs = {"contoso": config_env(contoso), "fabrikam": config_env(fabrikam)}
+        envs = {
+            "contoso": config_env(contoso, section="avepoint_dynamics_contoso"),
+            "fabrikam": config_env(fabrikam, section="avepoint_dynamics_fabrikam"),
+        }
 
         def load(tenant: str) -> None:
             done = _cli(["load", "--tenant", tenant, *_target(tmp_path)], envs[tenant], tmp_path)

@@ -17,6 +17,7 @@ from typing import Any
 import dlt
 import pyarrow as pa
 from avepoint_dynamics import AvePointError
+from avepoint_dynamics.incremental import set_aside_count
 from avepoint_dynamics.run import REJECTED_TABLE
 from dlt.common.destination.reference import Destination
 from dlt.common.pipeline import LoadInfo
@@ -170,7 +171,7 @@ def rejected_jobs(info: LoadInfo, tenant: str | None = None) -> int:
     state = sources.get("avepoint_dynamics", {}).get("resources", {}).get("jobs", {})
     if tenant:
         state = state.get("tenants", {}).get(tenant, {})
-    return len(state.get("rejected_jobs", {})) + len(state.get("rejected_windows", {}))
+    return set_aside_count(state)
 
 
 def load_file_format(target: Target) -> Any:

@@ -23,6 +23,7 @@ from avepoint_dynamics import (
     check_connection,
     check_service,
 )
+from avepoint_dynamics.incremental import set_aside_count
 
 from .avepoint_pipeline import (
     DEFAULT_DATASET,
@@ -158,7 +159,9 @@ def _rejected_outcome(rejected: int, args: argparse.Namespace, tenant: str = "")
         return EXIT_OK
     who = f"tenant {tenant}: " if tenant else ""
     logger.warning(
-        "%s%s set aside in jobs_rejected (see its reason column); they are read again next run",
+        "%s%s set aside in jobs_rejected (see its reason column); each is read again every run, "
+        "except one without a start time that came in a window over a day wide (its own warning "
+        "names the backfill that reads it again)",
         who,
         plural(rejected, "job"),
     )
@@ -310,8 +313,7 @@ def cmd_state(args: argparse.Namespace) -> int:
             {"job_id": job_id, "start_time": start}
             for job_id, start in sorted(open_jobs.items(), key=lambda item: item[1])[:20]
         ],
-        "set_aside_jobs": len(state.get("rejected_jobs", {}))
-        + len(state.get("rejected_windows", {})),
+        "set_aside_jobs": set_aside_count(state),
         "abandoned_jobs": int(state.get("abandoned_count") or 0),
         "abandoned_newest": [
             {"job_id": job_id, "start_time": start} for job_id, start in newest_abandoned

@@ -58,6 +58,7 @@ FILTER_STATE_KEYS = (
     "rejected_jobs",
     "rejected_since",
     "rejected_windows",
+    "rejected_unfollowed",
     "abandoned_jobs",
     "abandoned_count",
     "history_from",
@@ -95,18 +96,16 @@ class FollowState:
     rejected_since: dict[str, datetime] = field(default_factory=dict)
     """When each set-aside job was first set aside (service time): followed that long at most."""
     rejected_windows: dict[str, Window] = field(default_factory=dict)
+    rejected_unfollowed: dict[str, Window] = field(default_factory=dict)
+    """Set aside without a start time in a window too wide to re-read each run: kept (and counted)
+    until a run reads their whole window (the backfill their warning names)."""
     abandoned_jobs: dict[str, datetime] = field(default_factory=dict)
     abandoned_count: int = 0
 
     @classmethod
     def load(cls, state: MutableMapping[str, Any]) -> FollowState:
         """Parse a stored state; entries that do not parse are dropped (a state is never fatal)."""
-        windows: dict[str, Window] = {}
-        for key, raw in dict(state.get("rejected_windows") or {}).items():
-            if isinstance(raw, list | tuple) and len(raw) == 2:
-                end = api_time_or_none(raw[1])
-                if end is not None:
-                    windows[str(key)] = Window(api_time_or_none(raw[0]), end)
+        windows = _windows(state.get("rejected_windows"))
         filters = state.get("filters")
         open_jobs = _times(state.get("open_jobs"))
         prints = {
@@ -123,6 +122,7 @@ class FollowState:
             rejected_jobs=_times(state.get("rejected_jobs")),
             rejected_since=_times(state.get("rejected_since")),
             rejected_windows=windows,
+            rejected_unfollowed=_windows(state.get("rejected_unfollowed")),
             abandoned_jobs=_times(state.get("abandoned_jobs")),
             abandoned_count=int(state.get("abandoned_count") or 0),
         )
@@ -143,11 +143,8 @@ class FollowState:
         state["rejected_since"] = _iso(
             {key: moment for key, moment in self.rejected_since.items() if key in followed_keys}
         )
-        state["rejected_windows"] = {
-            key: [format_api_time(w.start) if w.start else None, format_api_time(w.end)]
-            for key, w in sorted(self.rejected_windows.items())
-            if w.end is not None
-        }
+        state["rejected_windows"] = _window_lists(self.rejected_windows)
+        state["rejected_unfollowed"] = _window_lists(self.rejected_unfollowed)
         newest = sorted(self.abandoned_jobs.items(), key=lambda item: item[1])[-ABANDONED_KEPT:]
         state["abandoned_jobs"] = _iso(dict(newest))
         state["abandoned_count"] = self.abandoned_count
@@ -224,6 +221,14 @@ class RunTracker:
         if start is None:
             self.rejected_window_of[key] = window
 
+    def covers(self, window: Window) -> bool:
+        """Whether this run read the whole of ``window``."""
+        return window.end is not None and any(
+            (r.start is None or (window.start is not None and r.start <= window.start))
+            and (r.end is None or window.end <= r.end)
+            for r in self.ranges
+        )
+
     def covered(self, start: datetime) -> bool:
         """Whether this run read the whole range a job that started at ``start`` belongs to."""
         return any(window.contains(start) for window in self.ranges)
@@ -259,6 +264,11 @@ class RunTracker:
             and window.start is not None
             and self.covered(window.start)
         ]
+        gone += [
+            key
+            for key, window in self.before.rejected_unfollowed.items()
+            if key not in self.rejected_now and self.covers(window)
+        ]
         return gone
 
     def after(
@@ -279,6 +289,7 @@ class RunTracker:
             state.open_jobs = dict(before.open_jobs)
             state.rejected_jobs = dict(before.rejected_jobs)
             state.rejected_windows = dict(before.rejected_windows)
+            state.rejected_unfollowed = dict(before.rejected_unfollowed)
             return state
         left = self.left_jobs()
         for job_id, start in before.open_jobs.items():
@@ -298,6 +309,9 @@ class RunTracker:
         for key, window in before.rejected_windows.items():
             if key not in resolved:
                 state.rejected_windows[key] = window
+        for key, window in before.rejected_unfollowed.items():
+            if key not in resolved and key not in self.rejected_now:
+                state.rejected_unfollowed[key] = window
         for key, moment in self.rejected_now.items():
             state.open_jobs.pop(key, None)
             state.rejected_since.setdefault(key, service_time)
@@ -308,6 +322,7 @@ class RunTracker:
                 if _followable(window):
                     state.rejected_windows[key] = window
                 else:
+                    state.rejected_unfollowed[key] = window
                     logger.warning(
                         "job %s was set aside without a usable start time in the wide window %s; "
                         "it is not read again automatically: once AvePoint fixes it, run "
@@ -320,6 +335,32 @@ class RunTracker:
         for key in state.rejected_jobs:
             state.open_jobs.pop(key, None)
         return state
+
+
+def _windows(raw: Any) -> dict[str, Window]:
+    windows: dict[str, Window] = {}
+    for key, pair in dict(raw or {}).items():
+        if isinstance(pair, list | tuple) and len(pair) == 2:
+            end = api_time_or_none(pair[1])
+            if end is not None:
+                windows[str(key)] = Window(api_time_or_none(pair[0]), end)
+    return windows
+
+
+def _window_lists(windows: dict[str, Window]) -> dict[str, list[str | None]]:
+    return {
+        key: [format_api_time(w.start) if w.start else None, format_api_time(w.end)]
+        for key, w in sorted(windows.items())
+        if w.end is not None
+    }
+
+
+def set_aside_count(state: MutableMapping[str, Any]) -> int:
+    """How many jobs are set aside in ``jobs_rejected`` now, by a stored state (one row each)."""
+    return sum(
+        len(state.get(key) or {})
+        for key in ("rejected_jobs", "rejected_windows", "rejected_unfollowed")
+    )
 
 
 def _followable(window: Window) -> bool:

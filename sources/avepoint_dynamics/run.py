@@ -205,7 +205,7 @@ class JobsRun:
             _count(tokens.tokens_fetched if tokens is not None else 0, "token"),
             _count(stats.rereads, "window"),
             len(state.open_jobs),
-            len(state.rejected_jobs) + len(state.rejected_windows),
+            len(state.rejected_jobs) + len(state.rejected_windows) + len(state.rejected_unfollowed),
             tracker.rejected,
         )
 

@@ -262,6 +262,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.deep:
         return _check_deep(args)
     result = check_connection(**source_args(args))
+    if getattr(args, "json", False):
+        print(json.dumps({"ok": True, "deep": False, **result}))
+        return EXIT_OK
     print(
         f"ok: token from {result['identity_url']}; the jobs API at {result['api_url']} "
         f"({result['api_version']}) holds {plural(result['total_jobs'], 'job')}; nothing was loaded"
@@ -272,6 +275,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 def _check_deep(args: argparse.Namespace) -> int:
     """How the tenant's service reads requests: about 15 requests, nothing loaded."""
     findings = check_service(**source_args(args))
+    if getattr(args, "json", False):
+        print(json.dumps({"ok": True, "deep": True, **findings.as_dict()}))
+        return EXIT_OK
     print(
         f"the jobs API at {findings.base_url} ({findings.api_version}), checked at "
         f"{findings.checked_at} (service time); nothing was loaded:"
@@ -335,7 +341,7 @@ def cmd_state(args: argparse.Namespace) -> int:
         report["service"] = next(iter(service.values()))
     elif service:
         report["service"] = service
-    print(json.dumps(report, indent=2))
+    print(json.dumps(report) if getattr(args, "json", False) else json.dumps(report, indent=2))
     return EXIT_OK
 
 

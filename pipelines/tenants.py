@@ -110,8 +110,8 @@ def check_tenant_section(tenant: str) -> None:
             "[sources.avepoint_dynamics] under its name",
             section=section,
         )
-    if any(key == "credentials" or key.startswith("credentials.") for key in keys):
-        return
+    if _has_credentials(keys) or not _has_credentials(k for k, _ in section_keys(SOURCE_NAME)):
+        return  # its own, or none to borrow (dlt says which key is missing)
     shared = dlt.config.get(f"sources.{SOURCE_NAME}.tenants_differ_by", str)
     if not shared:
         raise ConfigError(
@@ -134,6 +134,10 @@ def check_tenant_section(tenant: str) -> None:
             f"(tenants_differ_by), but tenant {tenant!r} sets no {shared} in [sources.{section}]",
             section=section,
         )
+
+
+def _has_credentials(keys: Iterable[str]) -> bool:
+    return any(key == "credentials" or key.startswith("credentials.") for key in keys)
 
 
 def configured_tenants() -> list[str]:

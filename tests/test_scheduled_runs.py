@@ -333,7 +333,7 @@ def test_a_job_that_never_ends_is_abandoned_after_the_age_and_said_once(
         with caplog.at_level(logging.WARNING, logger="avepoint_dynamics"):
             loader.load(open_job_max_age_days=30)
         said = [r for r in caplog.records if stuck["jobId"] in r.getMessage()]
-        assert len(said) == 1 and "no longer following" in said[0].getMessage()
+        assert len(said) == 1 and "no longer checking" in said[0].getMessage()
         state = loader.state()
         assert stuck["jobId"] not in state["open_jobs"]
         assert stuck["jobId"] in state["abandoned_jobs"] and state["abandoned_count"] == 1

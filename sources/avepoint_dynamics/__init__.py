@@ -83,8 +83,8 @@ def avepoint_dynamics(
         base_url: API root, overriding the region's.
         api_version: ``v1`` (``POST /api/OpenApi/GetJobs``, default) or ``v2`` (``GET /dynamicsbackup/jobs``).
         page_size: Jobs per request, 1..100.
-        job_type: ``type`` filter: 0 all, 1 backup, 2 restore, 4 dry run, 8 retention, 16 audit backup
-            (codes or names).
+        job_type: ``type`` filter: 0 all, 1 backup, 2 restore, 4 dry run, 8 retention, 16 audit backup,
+            32 export (codes or names).
         status: ``status`` filter: 2 in progress, 3 finished, 4 failed, 7 finished with exception.
         organization_id: Only this Dynamics organization (GUID).
         object_type: Only this module: 1 Customer Engagement, 2 Unified Operations (v1 only).

@@ -109,7 +109,7 @@ class JobsRun:
         self._history_from(before)
         for job_id in before.abandon_old(query.open_job_max_age):
             logger.warning(
-                "job %s is still not final %d days after it started; no longer following it "
+                "job %s is still not finished %d days after it started; no longer checking it "
                 "(avepoint-dynamics state lists it)",
                 job_id,
                 query.open_job_max_age.days,
@@ -166,19 +166,30 @@ class JobsRun:
                         self.findings.checked_at if self.findings else "?",
                     )
                 tracker = RunTracker(before, plan.coverage, filters_match, query.status_can_be_left)
+                earlier = (
+                    f", and {_count(len(follow_ranges), 'earlier time span')} holding jobs not "
+                    "finished yet or set aside"
+                    if follow_ranges
+                    else ""
+                )
+                how = (
+                    ""
+                    if selects == "start"
+                    else f"; this service's time filter selects by {selects}"
+                )
                 logger.info(
-                    "reading jobs in %s (+%d ranges of followed jobs; windows select by %s; service "
-                    "time %s)",
+                    "reading the jobs that started in %s (the service's clock says %s)%s%s",
                     Window(start, end),
-                    len(follow_ranges),
-                    selects,
                     format_api_time(now),
+                    earlier,
+                    how,
                 )
                 yield from self._read(reader, plan, first_pages, tracker)
                 missing = tracker.left_jobs()
                 if missing and selects in ("overlap", "finish") and not query.is_backfill:
                     logger.info(
-                        "%d followed jobs came in no window: looking for them", len(missing)
+                        "%d jobs not finished at the last run came in no time span: looking for them",
+                        len(missing),
                     )
                     rescue = plan_rescue(selects, query, sorted(missing.values()), start)
                     yield from self._read(reader, rescue, {}, tracker)
@@ -197,13 +208,13 @@ class JobsRun:
         state.save(self.state)
         stats = reader.stats
         logger.info(
-            "read %s in %s (%s, %s, %s re-read); following %d open and %d set-aside jobs; "
-            "%d rejected this run",
+            "read %s in %s (%s, %s; %s read again because answers changed while paging); "
+            "checked again next run: %d jobs not finished yet, %d set aside; %d set aside this run",
             _count(stats.jobs, "job"),
             _count(stats.pages, "page"),
             _count(client.requests_sent, "request"),
             _count(tokens.tokens_fetched if tokens is not None else 0, "token"),
-            _count(stats.rereads, "window"),
+            _count(stats.rereads, "time span"),
             len(state.open_jobs),
             len(state.rejected_jobs) + len(state.rejected_windows) + len(state.rejected_unfollowed),
             tracker.rejected,

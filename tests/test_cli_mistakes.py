@@ -365,3 +365,25 @@ def test_help_says_what_changed() -> None:
     assert "32 export" in " ".join(load.stdout.split())
     assert "--log-level" in load.stdout
     assert "every tenant's" in " ".join(reset.stdout.split())
+
+
+@pytest.mark.unit
+def test_the_first_progress_line_promises_no_eta() -> None:
+    import io
+
+    from avepoint_dynamics.model import JobsPage, Window
+    from avepoint_pipelines.console import ETA_AFTER_PAGES, ETA_AFTER_S, LiveLine, Progress
+
+    progress = Progress(LiveLine(io.StringIO()), quiet=True)
+    progress.started -= 5.0  # signing in and learning the service took 5 s before the first page
+    page = JobsPage(jobs=[{}] * 100, total=100_000, number=1, window=Window(None, None))
+    progress(page)
+    first = progress.line()
+    assert "ETA" not in first and "/ 100,000" in first
+    assert progress._first is not None
+    since = progress._first[0]
+    for _ in range(ETA_AFTER_PAGES):
+        progress(JobsPage(jobs=[{}] * 100, total=None, number=2, window=Window(None, None)))
+    # 300 jobs in ETA_AFTER_S seconds after the first page: the rest at that rate, not the 5 s start's
+    expected = (100_000 - 400) / (300 / ETA_AFTER_S)
+    assert f"ETA {expected:,.0f} s" in progress.line(since + ETA_AFTER_S)

@@ -205,8 +205,8 @@ def test_plain_reset_forgets_every_tenants_state_and_state_names_them(
 def test_state_json_is_one_object_and_names_the_filters_of_the_last_run(
     world: Simulator, tmp_path: Path
 ) -> None:
-    assert cli(["load"], world, tmp_path).returncode == 0
     assert cli(["load", "--status", "4"], world, tmp_path).returncode == 0
+    assert cli(["load", "--job-type", "backup"], world, tmp_path).returncode == 0
 
     result = cli(["state", "--json"], world, tmp_path)
 
@@ -214,8 +214,15 @@ def test_state_json_is_one_object_and_names_the_filters_of_the_last_run(
     assert len(result.stdout.strip().splitlines()) == 1
     state = json.loads(result.stdout)
     assert all(re.fullmatch(r"[a-z_]+", key) for key in state)
-    assert state["filters"] == {"status": 4}
-    assert list(state["other_filters"]) == ["{}"]  # the state of no filter, kept for its next run
+    assert state["filters"] == {"type": 1, "status": None}
+    # the table now holds backups only: the failed jobs of other types are gone, and so is the
+    # state of status 4 (a run under it again reads all it selects)
+    assert "other_filters" not in state
+    types = _table(tmp_path / "jobs.duckdb", "SELECT DISTINCT type FROM avepoint.jobs")
+    assert types == [(1,)]
+    assert cli(["load"], world, tmp_path).returncode == 0  # wider: the state of backups is kept
+    state = json.loads(cli(["state", "--json"], world, tmp_path).stdout)
+    assert state["filters"] == {"status": None} and list(state["other_filters"]) == ['{"type": 1}']
 
 
 # ---------------------------------------------------------------------- alert during a load

@@ -105,8 +105,7 @@ def test_a_filter_changed_between_runs_is_said(
     said = [r.getMessage() for r in caplog.records if "filters changed" in r.getMessage()]
     assert said == [
         "the filters changed since the last run (none -> type 1): no run read under them yet: it "
-        "reads every job they select in the whole history; the state built under none is kept for "
-        "the next run under those; rows loaded under the other filters that these do not select "
-        "stay in the table (for a table with exactly these filters' jobs: avepoint-dynamics reset "
-        "--yes, then load)"
+        "reads every job they select in the whole history; after the load the table holds only "
+        "what these select: rows loaded under none that they do not select are deleted, and a run "
+        "under none again reads everything it selects"
     ]

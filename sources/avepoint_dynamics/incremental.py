@@ -408,11 +408,22 @@ def switch_filters(
         return None
     parked: MutableMapping[str, Any] = state.setdefault(OTHER_FILTERS, {})
     parked[filters_id(last)] = {key: state.pop(key) for key in FILTER_STATE_KEYS if key in state}
+    for key in [k for k in parked if not _within(k, filters)]:
+        # After this run the table holds only what ``filters`` select (the runner deletes the rest):
+        # a state of filters that select more no longer describes it.
+        del parked[key]
     mine = parked.pop(filters_id(filters), None)
     if isinstance(mine, dict):
         state.update({key: value for key, value in mine.items() if key in FILTER_STATE_KEYS})
     state["filters"] = dict(filters)
     return dict(last)
+
+
+def _within(key: str, filters: dict[str, Any]) -> bool:
+    try:
+        return selects_within(dict(json.loads(key)), filters)
+    except (ValueError, TypeError):
+        return False
 
 
 def other_filters(state: MutableMapping[str, Any]) -> list[dict[str, Any]]:

@@ -34,7 +34,6 @@ from .incremental import (
     RunTracker,
     describe_filters,
     follow_marks,
-    other_filters,
     selects_within,
     switch_filters,
 )
@@ -315,21 +314,20 @@ class JobsRun:
                 f"since {format_api_time(start)}" if start is not None else "in the whole history"
             )
             reads = f"no run read under them yet: it reads every job they select {since}"
-        wider = [f for f in [old, *other_filters(self.state)] if not selects_within(f, new)]
-        keeps = (
-            "; rows loaded under the other filters that these do not select stay in the table "
-            "(for a table with exactly these filters' jobs: avepoint-dynamics reset --yes, then load)"
-            if wider
-            else ""
-        )
+        if selects_within(old, new):
+            after = f"the state built under {describe_filters(old)} is kept for the next run under those"
+        else:
+            after = (
+                f"after the load the table holds only what these select: rows loaded under "
+                f"{describe_filters(old)} that they do not select are deleted, and a run under "
+                f"{describe_filters(old)} again reads everything it selects"
+            )
         logger.warning(
-            "the filters changed since the last run (%s -> %s): %s; the state built under %s is "
-            "kept for the next run under those%s",
+            "the filters changed since the last run (%s -> %s): %s; %s",
             describe_filters(old),
             describe_filters(new),
             reads,
-            describe_filters(old),
-            keeps,
+            after,
         )
 
     def _history_from(self, before: FollowState) -> None:

@@ -62,9 +62,10 @@ def keep_only_the_runs_filters(pipeline: Pipeline, source: Any) -> int | None:
     else:
         mine, tenant = "1 = 1", []
     if pipeline.destination is None or pipeline.destination.destination_name == "filesystem":
-        logger.warning(
-            "rows loaded under earlier, wider filters than this run's stay in jobs: the filesystem "
-            "destination cannot delete them"
+        # Said at INFO: a filter set from the first run on has nothing to delete, every run.
+        logger.info(
+            "rows loaded under earlier, wider filters than this run's (if any) stay in jobs: the "
+            "filesystem destination cannot delete them"
         )
         return None
     try:

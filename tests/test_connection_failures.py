@@ -106,6 +106,6 @@ def test_a_filter_changed_between_runs_is_said(
     assert said == [
         "the filters changed since the last run (none -> type 1): no run read under them yet: it "
         "reads every job they select in the whole history; after the load the table holds only "
-        "what these select: rows loaded under none that they do not select are deleted, and a run "
-        "under none again reads everything it selects"
+        "what these select: rows loaded under none that they do not select are deleted (SQL "
+        "destinations), and a run under none again reads everything it selects"
     ]

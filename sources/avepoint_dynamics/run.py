@@ -319,7 +319,8 @@ class JobsRun:
         else:
             after = (
                 f"after the load the table holds only what these select: rows loaded under "
-                f"{describe_filters(old)} that they do not select are deleted, and a run under "
+                f"{describe_filters(old)} that they do not select are deleted (SQL destinations), and "
+                "a run under "
                 f"{describe_filters(old)} again reads everything it selects"
             )
         logger.warning(

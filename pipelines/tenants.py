@@ -58,7 +58,28 @@ def checked_tenants(tenants: Iterable[str]) -> list[str]:
         section_of(tenant)
     if len(set(names)) != len(names):
         raise ConfigError("tenants", f"tenant names repeat: {names}")
+    _differ(names)
     return names
+
+
+def _differ(names: list[str]) -> None:
+    """Tenants that share credentials must not select the same jobs (``tenants_differ_by``)."""
+    shared = dlt.config.get(f"sources.{SOURCE_NAME}.tenants_differ_by", str)
+    if shared not in DIFFER_BY:
+        return  # unset (each tenant has its own app), or refused per tenant when it runs
+    seen: dict[str, str] = {}
+    for tenant in names:
+        value = dlt.config.get(f"sources.{section_of(tenant)}.{shared}", str)
+        if value is None:
+            continue
+        other = seen.setdefault(str(value).strip().lower(), tenant)
+        if other != tenant:
+            raise ConfigError(
+                shared,
+                f"tenants {other!r} and {tenant!r} share credentials (tenants_differ_by) and both "
+                f"set {shared} = {value!r}: they would load the same jobs twice",
+                section=section_of(tenant),
+            )
 
 
 def tenant_target(target: Target, tenant: str) -> Target:

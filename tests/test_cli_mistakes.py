@@ -102,6 +102,19 @@ def test_tenants_sharing_credentials_differ_by_the_filter_they_name(
         "config error in sources.avepoint_dynamics_c.organization_id: tenants share "
         "[sources.avepoint_dynamics]'s credentials and differ by organization_id" in missing.stderr
     )
+    # two tenants naming the same organization would load the same jobs twice
+    twice = cli(
+        ["load", "--tenants", "a,e"],
+        world,
+        tmp_path,
+        env={**env, "SOURCES__AVEPOINT_DYNAMICS_E__ORGANIZATION_ID": orgs[0].upper()},
+    )
+    assert twice.returncode == 2
+    assert _errors(twice) == [
+        f"error: config error in sources.avepoint_dynamics_e.organization_id: tenants 'a' and 'e' "
+        f"share credentials (tenants_differ_by) and both set organization_id = "
+        f"{orgs[0].upper()!r}: they would load the same jobs twice"
+    ]
     # and without tenants_differ_by, a section with no credentials of its own borrows nothing
     borrowed = cli(
         ["load", "--tenant", "d"],

@@ -387,8 +387,12 @@ def log_level(flag: str | None) -> str | None:
         import dlt
 
         where = "[runtime] log_level"
+        from dlt.common.configuration.providers.toml import TomlProviderReadException
+
         try:
             value = dlt.config.get("runtime.log_level", str)
+        except TomlProviderReadException:
+            return None  # the command reports the file that does not parse, in its one line
         except ValueError as error:  # dlt's own logger refuses it (it takes upper case only)
             raise UsageError(f"{where}: {error}; use one of {', '.join(LOG_LEVELS)}") from None
         if not value:

@@ -160,7 +160,7 @@ def _rejected_outcome(rejected: int, args: argparse.Namespace, tenant: str = "")
     who = f"tenant {tenant}: " if tenant else ""
     logger.warning(
         "%s%s set aside in jobs_rejected (see its reason column); each is read again every run, "
-        "except one without a start time that came in a window over a day wide (its own warning "
+        "except one without a start time found in a time span over a day long (its own warning "
         "names the backfill that reads it again)",
         who,
         plural(rejected, "job"),

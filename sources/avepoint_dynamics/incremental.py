@@ -324,7 +324,8 @@ class RunTracker:
                 else:
                     state.rejected_unfollowed[key] = window
                     logger.warning(
-                        "job %s was set aside without a usable start time in the wide window %s; "
+                        "job %s was set aside without a usable start time, read in the time span %s "
+                        "(over a day long); "
                         "it is not read again automatically: once AvePoint fixes it, run "
                         "avepoint-dynamics backfill --from %s --to %s",
                         key,

@@ -19,7 +19,7 @@ import duckdb
 import pytest
 from avepoint_simulator import Simulator
 
-from .cli_runs import cli
+from .cli_runs import cli, cli_env
 from .conftest import Loader, config_env
 from .expected import assert_rows_equal
 
@@ -407,3 +407,39 @@ def test_the_first_progress_line_promises_no_eta() -> None:
     # 300 jobs in ETA_AFTER_S seconds after the first page: the rest at that rate, not the 5 s start's
     expected = (100_000 - 400) / (300 / ETA_AFTER_S)
     assert f"ETA {expected:,.0f} s" in progress.line(since + ETA_AFTER_S)
+
+
+def test_the_readmes_command_says_where_dlts_own_folder_is(tmp_path: Path) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    command = re.search(r'`python -c "(from dlt\.common\.pipeline import [^"]+)"`', readme)
+    assert command, "README names the command that asks dlt"
+    code = " ".join(command.group(1).split())  # as typed, its line break is a space
+
+    asked = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**cli_env(None), "DLT_DATA_DIR": str(tmp_path / "dlt")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert asked.returncode == 0, asked.stderr
+    assert asked.stdout.strip() == str(tmp_path / "dlt" / "pipelines")
+
+
+def test_what_runs_leave_behind_is_not_tracked(tmp_path: Path) -> None:
+    root = Path(__file__).parent.parent
+    ignored = subprocess.run(
+        ["git", "check-ignore", "avepoint_demo.duckdb.lock", "bench/results/latest/tenants.json"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ignored.stdout.split() == [
+        "avepoint_demo.duckdb.lock",
+        "bench/results/latest/tenants.json",
+    ]
+    from bench.tenants import _parse
+
+    assert Path(_parse([]).out_dir) == root / "bench" / "results" / "latest"

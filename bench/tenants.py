@@ -13,7 +13,8 @@ an upper bound), the jobs API and token requests each tenant's simulator counted
 tenant has in DuckDB against its simulator's total. From the nightly runs: tenants one worker serves per
 hour, ``3600 / (wall / tenants)``.
 
-Run: ``python -m bench.tenants`` (results in bench/results/tenants.{json,md}).
+Run: ``python -m bench.tenants`` (results in bench/results/latest/tenants.{json,md}, not tracked;
+``--out-dir bench/results`` replaces the published figures).
 """
 
 from __future__ import annotations
@@ -218,7 +219,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency", type=float, default=50.0)
     parser.add_argument("--parallel", type=int, nargs="+", default=[1, 3])
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--out-dir", default=str(HERE / "results"))
+    # The published figures under bench/results/ change only when asked for (--out-dir bench/results).
+    parser.add_argument("--out-dir", default=str(HERE / "results" / "latest"))
     return parser.parse_args(argv)
 
 

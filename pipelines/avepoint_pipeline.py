@@ -17,6 +17,7 @@ from typing import Any
 import dlt
 import pyarrow as pa
 from avepoint_dynamics import AvePointError
+from avepoint_dynamics.incremental import set_aside_count
 from avepoint_dynamics.run import REJECTED_TABLE
 from dlt.common.destination.reference import Destination
 from dlt.common.pipeline import LoadInfo
@@ -24,6 +25,7 @@ from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.pipeline import Pipeline
 
 from .shared_dataset import dataset_writer, delta_table_turn, retry_schema_races
+from .table_filters import keep_only_the_runs_filters
 from .views import refresh_views_after_load
 
 logger = logging.getLogger(__name__)
@@ -170,7 +172,7 @@ def rejected_jobs(info: LoadInfo, tenant: str | None = None) -> int:
     state = sources.get("avepoint_dynamics", {}).get("resources", {}).get("jobs", {})
     if tenant:
         state = state.get("tenants", {}).get(tenant, {})
-    return len(state.get("rejected_jobs", {})) + len(state.get("rejected_windows", {}))
+    return set_aside_count(state)
 
 
 def load_file_format(target: Target) -> Any:
@@ -365,6 +367,7 @@ def run_load(source: Any, target: Target | None = None) -> LoadInfo:
         info = retry_schema_races(
             pipeline, lambda: pipeline.run(source, loader_file_format=file_format)
         )
+        keep_only_the_runs_filters(pipeline, source)
         # The views follow the table's columns (a tenant column may appear): recreate them after every load.
         refresh_views_after_load(pipeline)
     return info
@@ -388,4 +391,6 @@ def run_in_steps(pipeline: Pipeline, source: Any, target: Target) -> LoadInfo:
     pipeline.extract(source, loader_file_format=load_file_format(target))
     pipeline.normalize()
     with dataset_writer(target.duckdb_file), delta_table_turn(delta_dataset):
-        return retry_schema_races(pipeline, pipeline.load)
+        info = retry_schema_races(pipeline, pipeline.load)
+        keep_only_the_runs_filters(pipeline, source)
+        return info

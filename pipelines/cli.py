@@ -38,6 +38,7 @@ from .commands import (
 from .console import LiveLine, configure_logging
 from .failures import (
     Terminated,
+    UsageError,
     chain_lines,
     describe_failure,
 )
@@ -83,8 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose_help
     )
+    level_help = (
+        f"log level: {', '.join(LOG_LEVELS)} (default: RUNTIME__LOG_LEVEL or [runtime] log_level "
+        "if set, else INFO; -q WARNING, -v DEBUG)"
+    )
+    common.add_argument("--log-level", metavar="LEVEL", default=argparse.SUPPRESS, help=level_help)
     parser.add_argument("-q", "--quiet", action="store_true", help=quiet_help)
     parser.add_argument("-v", "--verbose", action="store_true", help=verbose_help)
+    parser.add_argument("--log-level", metavar="LEVEL", default=None, help=level_help)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def where_options(command: argparse.ArgumentParser) -> None:
@@ -210,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also learn how the service reads requests: its time window, bounds, order, page "
         "sizes, fields (15 to 25 requests; default: a token and one job)",
     )
+    check.add_argument(
+        "--json",
+        action="store_true",
+        help="print the result as one JSON object on stdout (default: a sentence)",
+    )
     check.set_defaults(func=cmd_check, initial_start_time=None, end_time=None)
 
     state = commands.add_parser(
@@ -221,6 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
     state.add_argument(
         "--tenant", help="the state of this tenant (load --tenant / --tenants; default: none)"
     )
+    state.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object on stdout, on one line (default: the same object, indented)",
+    )
     state.set_defaults(func=cmd_state)
 
     reset = commands.add_parser(
@@ -229,7 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     where_options(reset)
     dataset_option(reset)
     reset.add_argument(
-        "--tenant", help="forget only this tenant's state (default: the whole pipeline's)"
+        "--tenant",
+        help="forget only this tenant's state (default: the pipeline's and every tenant's loaded "
+        "beside it with --tenant / --tenants)",
     )
     reset.add_argument(
         "--yes",
@@ -299,6 +318,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the result as JSON, stale or not (default: one line per stale organization)",
     )
+    alert.add_argument(
+        "--wait",
+        metavar="SECONDS",
+        type=float,
+        default=10.0,
+        help="while a load holds the DuckDB file, wait this long before answering busy (exit 75) "
+        "(default: 10)",
+    )
     alert.set_defaults(func=cmd_alert)
 
     demo = commands.add_parser(
@@ -329,9 +356,56 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``avepoint-dynamics`` console script."""
     args = build_parser().parse_args(argv)
     args.live = LiveLine(sys.stderr)
-    configure_logging(args.live, quiet=args.quiet, verbose=args.verbose)
+    try:
+        level = log_level(getattr(args, "log_level", None))
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    configure_logging(args.live, quiet=args.quiet, verbose=args.verbose, level=level)
     with _sigterm_interrupts():
         return run_command(args.func, args)
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def log_level(flag: str | None) -> str | None:
+    """The log level asked for: ``--log-level``, else dlt's ``runtime.log_level`` (env or config).
+
+    The level is handed to dlt too (``RUNTIME__LOG_LEVEL``, upper case), so its records follow.
+
+    Raises:
+        UsageError: the level is not one of :data:`LOG_LEVELS`.
+    """
+    import os
+
+    if flag is not None:
+        where, value = "--log-level", flag
+    elif os.environ.get("RUNTIME__LOG_LEVEL"):
+        where, value = "RUNTIME__LOG_LEVEL", os.environ["RUNTIME__LOG_LEVEL"]
+    else:
+        import dlt
+
+        where = "[runtime] log_level"
+        from dlt.common.configuration.providers.toml import TomlProviderReadException
+
+        try:
+            value = dlt.config.get("runtime.log_level", str)
+        except TomlProviderReadException:
+            return None  # the command reports the file that does not parse, in its one line
+        except ValueError as error:  # dlt's own logger refuses it (it takes upper case only)
+            raise UsageError(f"{where}: {error}; use one of {', '.join(LOG_LEVELS)}") from None
+        if not value:
+            return None
+    level = str(value).strip().upper()
+    if level == "WARN":
+        level = "WARNING"
+    if level not in LOG_LEVELS:
+        raise UsageError(
+            f"{where} {value!r} is not a log level; use one of {', '.join(LOG_LEVELS)}"
+        )
+    os.environ["RUNTIME__LOG_LEVEL"] = level  # dlt's logger follows (and takes upper case only)
+    return level
 
 
 @contextmanager

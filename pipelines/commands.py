@@ -11,9 +11,19 @@ import logging
 import os
 import re
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
-from avepoint_dynamics import ConfigError, avepoint_dynamics, check_connection, check_service
+from avepoint_dynamics import (
+    ConfigError,
+    avepoint_dynamics,
+    check_config_keys,
+    check_connection,
+    check_service,
+)
+from avepoint_dynamics.incremental import set_aside_count
 
 from .avepoint_pipeline import (
     DEFAULT_DATASET,
@@ -28,6 +38,7 @@ from .failures import (
     EXIT_OK,
     EXIT_REJECTED,
     UsageError,
+    causes,
     chain_lines,
     describe_failure,
 )
@@ -36,6 +47,7 @@ from .source_options import source_args
 from .tenants import tenant_target
 
 logger = logging.getLogger("avepoint_dynamics.cli")
+T = TypeVar("T")
 
 _ISO_8601 = re.compile(
     r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?",
@@ -99,6 +111,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     tenants = _tenants_of(args)
     if tenants:
         return _load_tenants(args, tenants)
+    check_config_keys()
     progress = Progress(args.live, quiet=args.quiet)
     try:
         source = avepoint_dynamics(**source_args(args), on_page=progress)
@@ -146,7 +159,9 @@ def _rejected_outcome(rejected: int, args: argparse.Namespace, tenant: str = "")
         return EXIT_OK
     who = f"tenant {tenant}: " if tenant else ""
     logger.warning(
-        "%s%s set aside in jobs_rejected (see its reason column); they are read again next run",
+        "%s%s set aside in jobs_rejected (see its reason column); each is read again every run, "
+        "except one without a start time found in a time span over a day long (its own warning "
+        "names the backfill that reads it again)",
         who,
         plural(rejected, "job"),
     )
@@ -243,9 +258,13 @@ def _config_error_of(error: BaseException) -> ConfigError | None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    check_config_keys()
     if args.deep:
         return _check_deep(args)
     result = check_connection(**source_args(args))
+    if getattr(args, "json", False):
+        print(json.dumps({"ok": True, "deep": False, **result}))
+        return EXIT_OK
     print(
         f"ok: token from {result['identity_url']}; the jobs API at {result['api_url']} "
         f"({result['api_version']}) holds {plural(result['total_jobs'], 'job')}; nothing was loaded"
@@ -256,6 +275,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 def _check_deep(args: argparse.Namespace) -> int:
     """How the tenant's service reads requests: about 15 to 25 requests, nothing loaded."""
     findings = check_service(**source_args(args))
+    if getattr(args, "json", False):
+        print(json.dumps({"ok": True, "deep": True, **findings.as_dict()}))
+        return EXIT_OK
     print(
         f"the jobs API at {findings.base_url} ({findings.api_version}), checked at "
         f"{findings.checked_at} (service time); nothing was loaded:"
@@ -273,6 +295,8 @@ def _check_deep(args: argparse.Namespace) -> int:
 def cmd_state(args: argparse.Namespace) -> int:
     tenant = getattr(args, "tenant", None)
     target = tenant_target(_target(args), tenant) if tenant else _target(args)
+    if not _has_working_folder(target):
+        raise UsageError(_no_state_here(target, tenant))
     pipeline = make_pipeline(target)
     resources = pipeline.state.get("sources", {}).get("avepoint_dynamics", {}).get("resources", {})
     state = resources.get("jobs", {})
@@ -295,8 +319,7 @@ def cmd_state(args: argparse.Namespace) -> int:
             {"job_id": job_id, "start_time": start}
             for job_id, start in sorted(open_jobs.items(), key=lambda item: item[1])[:20]
         ],
-        "set_aside_jobs": len(state.get("rejected_jobs", {}))
-        + len(state.get("rejected_windows", {})),
+        "set_aside_jobs": set_aside_count(state),
         "abandoned_jobs": int(state.get("abandoned_count") or 0),
         "abandoned_newest": [
             {"job_id": job_id, "start_time": start} for job_id, start in newest_abandoned
@@ -304,43 +327,119 @@ def cmd_state(args: argparse.Namespace) -> int:
     }
     if tenant is None and state.get("tenants"):
         report["tenants"] = sorted(state["tenants"])
+    if state.get("other_filters"):
+        # Earlier runs under other filters: a run under them again goes on from their own state.
+        report["other_filters"] = {
+            key: {"cursor": parked.get("cursor"), "open_jobs": len(parked.get("open_jobs") or {})}
+            for key, parked in sorted(state["other_filters"].items())
+        }
+    if tenant is None and (siblings := _tenant_pipelines(target)):
+        report["tenant_pipelines"] = siblings
     # How the service reads requests, as the first load learnt it (check --deep says the same).
     service = pipeline.state.get("sources", {}).get("avepoint_dynamics", {}).get("service", {})
     if len(service) == 1:
         report["service"] = next(iter(service.values()))
     elif service:
         report["service"] = service
-    print(json.dumps(report, indent=2))
+    print(json.dumps(report) if getattr(args, "json", False) else json.dumps(report, indent=2))
     return EXIT_OK
+
+
+def _has_working_folder(target: Target) -> bool:
+    assert target.pipelines_dir is not None
+    return os.path.isdir(os.path.join(target.pipelines_dir, target.pipeline_name))
+
+
+def _tenant_pipelines(target: Target) -> list[str]:
+    """The tenants loaded through ``<pipeline>_<tenant>`` pipelines beside ``target``'s."""
+    assert target.pipelines_dir is not None
+    prefix = f"{target.pipeline_name}_"
+    try:
+        names = os.listdir(target.pipelines_dir)
+    except OSError:
+        return []
+    return sorted(
+        name[len(prefix) :]
+        for name in names
+        if name.startswith(prefix)
+        and os.path.isfile(os.path.join(target.pipelines_dir, name, "state.json"))
+    )
+
+
+def _no_state_here(target: Target, tenant: str | None) -> str:
+    """Why there is no state to show, and where the states that exist are."""
+    assert target.pipelines_dir is not None
+    where = f"{target.pipelines_dir}/{target.pipeline_name}"
+    text = f"no state: pipeline {target.pipeline_name!r} never ran here ({where} does not exist)"
+    if target.destination == "duckdb":
+        text += f"; check --duckdb-path (now {target.duckdb_path}) and --pipelines-dir"
+    else:
+        text += "; check --pipelines-dir (a load restores the state from the destination)"
+    tenants = _tenant_pipelines(target) if tenant is None else []
+    if tenants:
+        text += f"; tenants loaded there: {', '.join(tenants)} (state --tenant NAME)"
+    return text
 
 
 def cmd_reset(args: argparse.Namespace) -> int:
     if not args.yes and not sys.stdin.isatty():
         raise UsageError("reset: not on a terminal, so there is no one to ask: use --yes")
     tenant = getattr(args, "tenant", None)
-    pipeline = make_pipeline(tenant_target(_target(args), tenant) if tenant else _target(args))
-    what = f"tenant {tenant!r} of pipeline" if tenant else "pipeline"
+    base = _target(args)
+    targets: list[tuple[Target, str | None]] = (
+        [(tenant_target(base, tenant), tenant)]
+        if tenant
+        else [(base, None), *((tenant_target(base, t), t) for t in _tenant_pipelines(base))]
+    )
+    what = (
+        f"tenant {tenant!r} of pipeline {base.pipeline_name!r}"
+        if tenant
+        else f"pipeline {base.pipeline_name!r}"
+        + (
+            f" and of its tenants {', '.join(str(t) for _, t in targets[1:])}"
+            if targets[1:]
+            else ""
+        )
+    )
     if not args.yes:
-        answer = input(f"Forget the incremental state of {what} {pipeline.pipeline_name!r}? [y/N] ")
+        answer = input(f"Forget the incremental state of {what}? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing changed")
             return EXIT_OK
+    forgotten = [t for target, t in targets if _forget(target, t)]
+    if not forgotten:
+        print(f"nothing to forget: {_no_state_here(targets[0][0], tenant)}")
+        return EXIT_OK
+    print(f"state of {what} forgotten: the next load reads the whole history again")
+    return EXIT_OK
+
+
+def _forget(target: Target, tenant: str | None) -> bool:
+    """Forget one pipeline's jobs state (a tenant's, in a tenant's pipeline); False if it never ran."""
+    from dlt.pipeline.exceptions import PipelineNeverRan
     from dlt.pipeline.helpers import pipeline_drop
 
     from .avepoint_pipeline import exclusive_run
 
+    on_disk = target.destination == "duckdb" and os.path.exists(target.duckdb_path)
+    if not _has_working_folder(target) and not on_disk:
+        return False  # never loaded here: nothing to forget, and no folder created for it
+    pipeline = make_pipeline(target)
     with exclusive_run(pipeline):
-        pipeline.sync_destination()  # the state lives in the destination too: forget it there
+        try:
+            pipeline.sync_destination()  # the state lives in the destination too: forget it there
+        except PipelineNeverRan:
+            return False
+        jobs = pipeline.state.get("sources", {}).get("avepoint_dynamics", {}).get("resources", {})
+        if "jobs" not in jobs:
+            return False
         if tenant:
             pipeline_drop(
                 pipeline, state_paths=f"resources.jobs.tenants.{tenant}", state_only=True
             )()
         else:
             pipeline_drop(pipeline, resources="jobs", state_only=True)()
-    print(
-        f"state of {what} {pipeline.pipeline_name!r} forgotten: the next load reads the whole history again"
-    )
-    return EXIT_OK
+    return True
 
 
 def cmd_alert(args: argparse.Namespace) -> int:
@@ -355,10 +454,14 @@ def cmd_alert(args: argparse.Namespace) -> int:
         )
     if args.stale_hours is not None and not (0 < args.stale_hours < float("inf")):
         raise UsageError(f"--stale-hours {args.stale_hours:g} is not a positive number of hours")
-    freshness = check_freshness(
-        make_pipeline(target),
-        stale_after_hours=args.stale_hours,
-        organizations=organization_names(args.organization or []),
+    freshness = _while_not_busy(
+        lambda: check_freshness(
+            make_pipeline(target),
+            stale_after_hours=args.stale_hours,
+            organizations=organization_names(args.organization or []),
+        ),
+        target,
+        args.wait,
     )
     if args.json:
         print(json.dumps(freshness.as_dict(), indent=2))
@@ -368,6 +471,31 @@ def cmd_alert(args: argparse.Namespace) -> int:
     elif not args.quiet:
         print(freshness.summary())
     return EXIT_STALE if freshness.stale else EXIT_OK
+
+
+def _while_not_busy(read: Callable[[], T], target: Target, wait: float) -> T:
+    """``read()``, again while a load holds the DuckDB file's lock, for up to ``wait`` seconds.
+
+    A monitor polling ``alert`` during a load must not page for a lock: past ``wait`` the answer is
+    "busy" (exit 75, try again), never "the destination failed".
+    """
+    from .avepoint_pipeline import PipelineBusy
+
+    deadline = time.monotonic() + max(0.0, wait)
+    pause = 0.1
+    while True:
+        try:
+            return read()
+        except Exception as error:
+            if not any("Could not set lock on file" in str(c) for c in causes(error)):
+                raise
+            if time.monotonic() >= deadline:
+                raise PipelineBusy(
+                    f"the DuckDB file {target.duckdb_path} is being written by a load (it holds "
+                    f"the file's lock) and stayed so for --wait {wait:g} s; try again when it ends"
+                ) from None
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 2, 2.0)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

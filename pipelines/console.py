@@ -124,9 +124,17 @@ class LiveLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             super().setFormatter(fmt)
 
 
-def configure_logging(live: LiveLine, *, quiet: bool, verbose: bool) -> None:
+#: No ETA before this long and this many pages after the first page.
+ETA_AFTER_S = 0.5
+ETA_AFTER_PAGES = 3
+
+
+def configure_logging(
+    live: LiveLine, *, quiet: bool, verbose: bool, level: str | None = None
+) -> None:
     """Our records at INFO (DEBUG with ``-v``, WARNING with ``-q``); dlt's at WARNING (ERROR with ``-q``).
 
+    ``level`` (``--log-level``, ``RUNTIME__LOG_LEVEL``, ``[runtime] log_level``) sets ours instead.
     dlt's logger keeps the level its config gives it (``[runtime] log_level``, WARNING by default); the
     handler's level only lets fewer through.
     """
@@ -136,7 +144,8 @@ def configure_logging(live: LiveLine, *, quiet: bool, verbose: bool) -> None:
     for handler in root.handlers[:]:
         root.removeHandler(handler)
     root.addHandler(ours)
-    root.setLevel(logging.DEBUG if verbose else (logging.WARNING if quiet else logging.INFO))
+    default = logging.DEBUG if verbose else (logging.WARNING if quiet else logging.INFO)
+    root.setLevel(getattr(logging, level) if level else default)
 
     # dlt reuses the first handler it finds on its logger (see LiveLineHandler.setFormatter).
     dlt_logger = logging.getLogger("dlt")
@@ -144,7 +153,7 @@ def configure_logging(live: LiveLine, *, quiet: bool, verbose: bool) -> None:
         dlt_logger.removeHandler(handler)
     theirs = LiveLineHandler(live)
     theirs.setFormatter(logging.Formatter(LOG_FORMAT))
-    theirs.setLevel(logging.ERROR if quiet else logging.NOTSET)
+    theirs.setLevel(logging.ERROR if quiet and not level else logging.NOTSET)
     dlt_logger.addHandler(theirs)
     dlt_logger.propagate = False
 
@@ -170,6 +179,9 @@ class Progress:
         self.interval_s = interval_s if interval_s is not None else (0.2 if live.enabled else 5.0)
         self.pages = self.jobs = self.expected = 0
         self.started = time.monotonic()
+        #: When the first page arrived, and the jobs read by then: the rate of reading is measured
+        #: from there (signing in and learning the service come before it and say nothing of it).
+        self._first: tuple[float, int] | None = None
         self._shown = 0.0
         self._lock = threading.Lock()
 
@@ -177,6 +189,8 @@ class Progress:
         with self._lock:
             self.pages += 1
             self.jobs += len(page.jobs)
+            if self._first is None:
+                self._first = (time.monotonic(), self.jobs)
             if page.number == 1 and page.total:
                 self.expected += page.total
             now = time.monotonic()
@@ -193,15 +207,31 @@ class Progress:
                 logger.info("progress: %s", text)
 
     def line(self, now: float | None = None) -> str:
-        elapsed = max((now or time.monotonic()) - self.started, 1e-6)
+        now = now or time.monotonic()
+        elapsed = max(now - self.started, 1e-6)
         rate = self.jobs / elapsed
         text = f"pages {self.pages:,} · jobs {self.jobs:,}"
         if self.expected:
             text += f" / {self.expected:,}"
         text += f" · {rate:,.0f} jobs/s"
-        if self.expected and rate > 0 and self.jobs < self.expected:
-            text += f" · ETA {(self.expected - self.jobs) / rate:,.0f} s"
+        eta = self._eta(now)
+        if eta is not None:
+            text += f" · ETA {eta:,.0f} s"
         return text
+
+    def _eta(self, now: float) -> float | None:
+        """Seconds left at the rate since the first page; None until there is a rate to trust.
+
+        Measured from the first page over at least ``ETA_AFTER_S`` and ``ETA_AFTER_PAGES`` pages: the
+        first line must not promise 950 s because signing in took a second.
+        """
+        if self._first is None or not self.expected or self.jobs >= self.expected:
+            return None
+        since, read_then = self._first
+        span = now - since
+        if span < ETA_AFTER_S or self.pages < ETA_AFTER_PAGES or self.jobs <= read_then:
+            return None
+        return (self.expected - self.jobs) / ((self.jobs - read_then) / span)
 
     def close(self) -> None:
         """The last figures stay on the terminal; the line is no longer live."""

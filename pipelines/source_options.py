@@ -55,8 +55,8 @@ _METAVARS = {"base_url": "URL", "organization_id": "GUID", "ca_bundle": "FILE", 
 _CHOICES = {"api_version": ["v1", "v2"]}
 #: Where the CLI does more with a parameter than the source does (the source's line says the rest).
 _CLI_HELP = {
-    "tenant": "One tenant by name: reads [sources.avepoint_dynamics_<name>] (a key missing there: "
-    "[sources.avepoint_dynamics]), adds a tenant column, loads through the pipeline "
+    "tenant": "One tenant by name: reads [sources.avepoint_dynamics_<name>], which must exist (a key "
+    "missing there: [sources.avepoint_dynamics]), adds a tenant column, loads through the pipeline "
     "<pipeline-name>_<name>.",
 }
 

@@ -283,14 +283,17 @@ def test_state_lives_beside_the_duckdb_file_and_says_where(sim: Simulator, tmp_p
 
     assert cli("load", "-q", cwd=first).returncode == 0
     here = json.loads(cli("state", cwd=first).stdout)
-    elsewhere = json.loads(cli("state", cwd=second).stdout)
+    elsewhere = cli("state", cwd=second)
 
     beside = first / "avepoint_dynamics.duckdb.dlt"
     assert here["pipelines_dir"] == str(beside)
     assert here["state_file"] == str(beside / "avepoint_dynamics" / "state.json")
     assert Path(here["state_file"]).is_file() and here["cursor"] is not None
-    assert elsewhere["cursor"] is None  # another folder, another database: not this one's cursor
-    assert elsewhere["pipelines_dir"] == str(second / "avepoint_dynamics.duckdb.dlt")
+    # another folder, another database: not this one's cursor, and no state made up for it
+    assert elsewhere.returncode == 2 and elsewhere.stdout == ""
+    assert "pipeline 'avepoint_dynamics' never ran here" in elsewhere.stderr
+    assert str(second / "avepoint_dynamics.duckdb.dlt") in elsewhere.stderr
+    assert not (second / "avepoint_dynamics.duckdb.dlt").exists()
     assert not (shared / "pipelines").exists()
 
 

@@ -159,11 +159,10 @@ def test_tenants_without_sections_get_one_line_each_naming_their_section(tmp_pat
 
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        f"error: tenant {tenant}: missing credentials: set "
-        f"sources.avepoint_dynamics_{tenant}.credentials.client_id and one of client_secret, "
-        "private_key + certificate, or pfx_path + pfx_password in .dlt/secrets.toml (or "
-        f"SOURCES__AVEPOINT_DYNAMICS_{tenant.upper()}__CREDENTIALS__CLIENT_ID, ..._CLIENT_SECRET "
-        "env vars)"
+        f"error: tenant {tenant}: config error in sources.avepoint_dynamics_{tenant}: tenant "
+        f"'{tenant}' has no section of its own: add [sources.avepoint_dynamics_{tenant}] with its "
+        f"region and credentials (or SOURCES__AVEPOINT_DYNAMICS_{tenant.upper()}__... env vars); "
+        "without it the tenant would load the jobs of [sources.avepoint_dynamics] under its name"
         for tenant in ("contoso", "fabrikam")
     ]
 

@@ -104,7 +104,8 @@ def test_a_filter_changed_between_runs_is_said(
 
     said = [r.getMessage() for r in caplog.records if "filters changed" in r.getMessage()]
     assert said == [
-        "the filters changed since the last run (none -> type 1): rows loaded under the old "
-        "filters stay in the table; for a table that holds exactly what the new filters select, "
-        "run avepoint-dynamics reset --yes and load again"
+        "the filters changed since the last run (none -> type 1): no run read under them yet: it "
+        "reads every job they select in the whole history; after the load the table holds only "
+        "what these select: rows loaded under none that they do not select are deleted (SQL "
+        "destinations), and a run under none again reads everything it selects"
     ]

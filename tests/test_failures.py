@@ -145,7 +145,10 @@ def test_missing_credentials_say_where_to_put_them() -> None:
     )
 
 
-def test_a_tenants_missing_credentials_name_the_tenants_section() -> None:
+def test_a_tenants_missing_credentials_name_the_tenants_section(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SOURCES__AVEPOINT_DYNAMICS_CONTOSO__REGION", "us")  # a section, no app
     error = raised(tenant_source, "contoso")
 
     message = describe_failure(error).message

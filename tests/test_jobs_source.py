@@ -224,6 +224,7 @@ def test_backfill_bounds_are_half_open_to_the_microsecond_and_leave_state_alone(
         "rejected_jobs": {},
         "rejected_since": {},
         "rejected_windows": {},
+        "rejected_unfollowed": {},
         "abandoned_jobs": {},
         "abandoned_count": 0,
     }

@@ -376,7 +376,8 @@ def test_cli_parallel_shows_a_line_per_tenant_and_exits_with_the_worst(tmp_path:
     errors = [line for line in screen.splitlines() if line.startswith("error: ")]
     assert len(errors) == 2 and errors[0].startswith("error: tenant bravo: gave up on page 1")
     assert errors[1].startswith(
-        "error: tenant delta: missing credentials: set sources.avepoint_dynamics_delta"
+        "error: tenant delta: config error in sources.avepoint_dynamics_delta: tenant 'delta' has "
+        "no section of its own: add [sources.avepoint_dynamics_delta]"
     )
     assert re.findall(
         r"^tenant (\w+): loaded 2,000 jobs from 100 pages into duckdb:avepoint", out, re.M

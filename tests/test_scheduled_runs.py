@@ -240,7 +240,10 @@ def test_a_job_a_backfill_sees_running_is_followed_to_its_final_state(tmp_path: 
 # ---------------------------------------------------------------------- tenants
 def test_two_tenants_through_tenant_keep_their_own_pipeline_and_state(tmp_path: Path) -> None:
     with Simulator(jobs=900, seed=28) as contoso, Simulator(jobs=600, seed=29) as fabrikam:
-        envs = {"contoso": config_env(contoso), "fabrikam": config_env(fabrikam)}
+        envs = {
+            "contoso": config_env(contoso, section="avepoint_dynamics_contoso"),
+            "fabrikam": config_env(fabrikam, section="avepoint_dynamics_fabrikam"),
+        }
 
         def load(tenant: str) -> None:
             done = _cli(["load", "--tenant", tenant, *_target(tmp_path)], envs[tenant], tmp_path)
@@ -330,7 +333,7 @@ def test_a_job_that_never_ends_is_abandoned_after_the_age_and_said_once(
         with caplog.at_level(logging.WARNING, logger="avepoint_dynamics"):
             loader.load(open_job_max_age_days=30)
         said = [r for r in caplog.records if stuck["jobId"] in r.getMessage()]
-        assert len(said) == 1 and "no longer following" in said[0].getMessage()
+        assert len(said) == 1 and "no longer checking" in said[0].getMessage()
         state = loader.state()
         assert stuck["jobId"] not in state["open_jobs"]
         assert stuck["jobId"] in state["abandoned_jobs"] and state["abandoned_count"] == 1

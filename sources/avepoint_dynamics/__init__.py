@@ -18,6 +18,7 @@ from typing import Any
 import dlt
 from dlt.sources import DltResource
 
+from .config_keys import check_section_keys
 from .credentials import AvePointCredentials
 from .errors import (
     ApiError,
@@ -49,6 +50,7 @@ __all__ = [
     "ServiceFindings",
     "UnavailableError",
     "avepoint_dynamics",
+    "check_config_keys",
     "check_connection",
     "check_service",
     "jobs",
@@ -91,8 +93,8 @@ def avepoint_dynamics(
         base_url: API root, overriding the region's.
         api_version: ``v1`` (``POST /api/OpenApi/GetJobs``, default) or ``v2`` (``GET /dynamicsbackup/jobs``).
         page_size: Jobs per request, 1..100.
-        job_type: ``type`` filter: 0 all, 1 backup, 2 restore, 4 dry run, 8 retention, 16 audit backup
-            (codes or names).
+        job_type: ``type`` filter: 0 all, 1 backup, 2 restore, 4 dry run, 8 retention, 16 audit backup,
+            32 export (codes or names).
         status: ``status`` filter: 2 in progress, 3 finished, 4 failed, 7 finished with exception.
         organization_id: Only this Dynamics organization (GUID).
         object_type: Only this module: 1 Customer Engagement, 2 Unified Operations (v1 only).
@@ -119,6 +121,7 @@ def avepoint_dynamics(
     Raises:
         ConfigError: a value is invalid (raised here, before any request).
     """
+    _check_config_keys()
     api_root, identity_root = resolve_hosts(region, base_url, credentials.identity_url)
     query = build_query(
         base_url=api_root,
@@ -276,6 +279,45 @@ def _declare_rejected_table(resource: DltResource, tenant: str | None) -> None:
         },
         create_table_variant=True,
     )
+
+
+#: Keys of ``[sources.avepoint_dynamics]`` that the CLI's tenant runs read (not the source).
+TENANT_KEYS = ("tenants_differ_by",)
+
+
+def known_config_keys() -> list[str]:
+    """Every key the source's config sections may hold (dotted: ``credentials.client_id``)."""
+    import inspect
+
+    names = [
+        name
+        for name in inspect.signature(avepoint_dynamics).parameters
+        if name not in ("credentials", "on_page")
+    ]
+    fields = [f"credentials.{name}" for name in AvePointCredentials.get_resolvable_fields()]
+    return [*names, "credentials", *fields, *TENANT_KEYS]
+
+
+def check_config_keys(section: str = "avepoint_dynamics") -> None:
+    """Refuse a key nothing reads under ``sources.<section>`` and the shared section (a typo).
+
+    The source checks its own sections when it is built; a caller checks first when a misspelt key
+    may be the reason a required one is missing (``credentials.clientid``).
+
+    Raises:
+        ConfigError: naming the unknown key, where it is written, and the closest known key.
+    """
+    known = known_config_keys()
+    for name in dict.fromkeys([section, "avepoint_dynamics"]):
+        check_section_keys(name, known)
+
+
+def _check_config_keys() -> None:
+    from dlt.common.configuration.container import Container
+    from dlt.common.configuration.specs.config_section_context import ConfigSectionContext
+
+    sections = Container()[ConfigSectionContext].sections
+    check_config_keys(sections[1] if len(sections) > 1 else "avepoint_dynamics")
 
 
 def _tenant(value: Any) -> str | None:

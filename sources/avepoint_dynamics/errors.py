@@ -19,14 +19,17 @@ class ConfigError(AvePointError):
     Args:
         key: The config key at fault, as the user writes it (e.g. ``page_size``).
         problem: What is wrong and what would be valid, in one sentence.
+        section: The config section the key belongs to (a tenant's: ``avepoint_dynamics_contoso``).
     """
 
     exit_code = 2
 
-    def __init__(self, key: str, problem: str) -> None:
+    def __init__(self, key: str, problem: str, section: str = "avepoint_dynamics") -> None:
         self.key = key
         self.problem = problem
-        super().__init__(f"config error in sources.avepoint_dynamics.{key}: {problem}")
+        self.section = section
+        where = f"sources.{section}.{key}" if key else f"sources.{section}"
+        super().__init__(f"config error in {where}: {problem}")
 
 
 class AuthError(AvePointError):

@@ -11,7 +11,16 @@ atomically with the load package)::
      "rejected_jobs": {"DCIB2026...": "2026-11-28T02:00:00.000000Z"},  # set aside: read again
      "rejected_since": {"DCIB2026...": "2026-11-29T08:00:00.000000Z"}, # first set aside (service time)
      "rejected_windows": {"?a1b2...": ["2026-11-28T00:00:00.000000Z", "2026-11-29T00:00:00.000000Z"]},
-     "abandoned_jobs": {"DCIB2025...": "2025-10-01T02:00:00.000000Z"}, "abandoned_count": 1}
+     "abandoned_jobs": {"DCIB2025...": "2025-10-01T02:00:00.000000Z"}, "abandoned_count": 1,
+     "history_from": null,                            # initial_start_time of the first run (null: all)
+     "other_filters": {"{\"status\": 4}": {"cursor": ..., "open_jobs": ..., ...}}}
+
+A state belongs to the filters it was built under: the cursor says "every job these filters select that
+started before it was read". A scheduled run under other filters (a one-off ``--status 4``, or a filter
+changed for good) parks the state of the last run's filters under ``other_filters`` and goes on from the
+state of its own filters: where the last run under them stopped, or, the first time, from
+``initial_start_time`` (the whole history they select). A run back under earlier filters therefore
+re-reads everything the runs in between skipped.
 
 Every time in it is the service's (its ``Date`` header and the start times it serves): a loader clock
 that is hours off decides nothing. A run reads ``[cursor - lookback, service now)`` for new jobs, and the
@@ -20,6 +29,7 @@ spans that hold the followed jobs (``following``); it then commits what it saw.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
@@ -38,6 +48,23 @@ ABANDONED_KEPT = 1_000
 #: A set-aside job without a usable start time is re-read through the window it came in, if that
 #: window is no longer than this; a wider one would make every run re-read a large part of the history.
 MAX_REJECTED_WINDOW_S = 86_400
+#: The keys of one filter set's state (``tenants``, ``other_filters`` are not a filter set's).
+FILTER_STATE_KEYS = (
+    "cursor",
+    "service_time",
+    "filters",
+    "open_jobs",
+    "open_fingerprints",
+    "rejected_jobs",
+    "rejected_since",
+    "rejected_windows",
+    "rejected_unfollowed",
+    "abandoned_jobs",
+    "abandoned_count",
+    "history_from",
+)
+#: Where the states of the filter sets other than the last run's are parked.
+OTHER_FILTERS = "other_filters"
 
 
 def tenant_state(
@@ -69,18 +96,16 @@ class FollowState:
     rejected_since: dict[str, datetime] = field(default_factory=dict)
     """When each set-aside job was first set aside (service time): followed that long at most."""
     rejected_windows: dict[str, Window] = field(default_factory=dict)
+    rejected_unfollowed: dict[str, Window] = field(default_factory=dict)
+    """Set aside without a start time in a window too wide to re-read each run: kept (and counted)
+    until a run reads their whole window (the backfill their warning names)."""
     abandoned_jobs: dict[str, datetime] = field(default_factory=dict)
     abandoned_count: int = 0
 
     @classmethod
     def load(cls, state: MutableMapping[str, Any]) -> FollowState:
         """Parse a stored state; entries that do not parse are dropped (a state is never fatal)."""
-        windows: dict[str, Window] = {}
-        for key, raw in dict(state.get("rejected_windows") or {}).items():
-            if isinstance(raw, list | tuple) and len(raw) == 2:
-                end = api_time_or_none(raw[1])
-                if end is not None:
-                    windows[str(key)] = Window(api_time_or_none(raw[0]), end)
+        windows = _windows(state.get("rejected_windows"))
         filters = state.get("filters")
         open_jobs = _times(state.get("open_jobs"))
         prints = {
@@ -97,6 +122,7 @@ class FollowState:
             rejected_jobs=_times(state.get("rejected_jobs")),
             rejected_since=_times(state.get("rejected_since")),
             rejected_windows=windows,
+            rejected_unfollowed=_windows(state.get("rejected_unfollowed")),
             abandoned_jobs=_times(state.get("abandoned_jobs")),
             abandoned_count=int(state.get("abandoned_count") or 0),
         )
@@ -117,11 +143,8 @@ class FollowState:
         state["rejected_since"] = _iso(
             {key: moment for key, moment in self.rejected_since.items() if key in followed_keys}
         )
-        state["rejected_windows"] = {
-            key: [format_api_time(w.start) if w.start else None, format_api_time(w.end)]
-            for key, w in sorted(self.rejected_windows.items())
-            if w.end is not None
-        }
+        state["rejected_windows"] = _window_lists(self.rejected_windows)
+        state["rejected_unfollowed"] = _window_lists(self.rejected_unfollowed)
         newest = sorted(self.abandoned_jobs.items(), key=lambda item: item[1])[-ABANDONED_KEPT:]
         state["abandoned_jobs"] = _iso(dict(newest))
         state["abandoned_count"] = self.abandoned_count
@@ -198,6 +221,14 @@ class RunTracker:
         if start is None:
             self.rejected_window_of[key] = window
 
+    def covers(self, window: Window) -> bool:
+        """Whether this run read the whole of ``window``."""
+        return window.end is not None and any(
+            (r.start is None or (window.start is not None and r.start <= window.start))
+            and (r.end is None or window.end <= r.end)
+            for r in self.ranges
+        )
+
     def covered(self, start: datetime) -> bool:
         """Whether this run read the whole range a job that started at ``start`` belongs to."""
         return any(window.contains(start) for window in self.ranges)
@@ -233,6 +264,11 @@ class RunTracker:
             and window.start is not None
             and self.covered(window.start)
         ]
+        gone += [
+            key
+            for key, window in self.before.rejected_unfollowed.items()
+            if key not in self.rejected_now and self.covers(window)
+        ]
         return gone
 
     def after(
@@ -253,6 +289,7 @@ class RunTracker:
             state.open_jobs = dict(before.open_jobs)
             state.rejected_jobs = dict(before.rejected_jobs)
             state.rejected_windows = dict(before.rejected_windows)
+            state.rejected_unfollowed = dict(before.rejected_unfollowed)
             return state
         left = self.left_jobs()
         for job_id, start in before.open_jobs.items():
@@ -272,6 +309,9 @@ class RunTracker:
         for key, window in before.rejected_windows.items():
             if key not in resolved:
                 state.rejected_windows[key] = window
+        for key, window in before.rejected_unfollowed.items():
+            if key not in resolved and key not in self.rejected_now:
+                state.rejected_unfollowed[key] = window
         for key, moment in self.rejected_now.items():
             state.open_jobs.pop(key, None)
             state.rejected_since.setdefault(key, service_time)
@@ -282,8 +322,10 @@ class RunTracker:
                 if _followable(window):
                     state.rejected_windows[key] = window
                 else:
+                    state.rejected_unfollowed[key] = window
                     logger.warning(
-                        "job %s was set aside without a usable start time in the wide window %s; "
+                        "job %s was set aside without a usable start time, read in the time span %s "
+                        "(over a day long); "
                         "it is not read again automatically: once AvePoint fixes it, run "
                         "avepoint-dynamics backfill --from %s --to %s",
                         key,
@@ -294,6 +336,32 @@ class RunTracker:
         for key in state.rejected_jobs:
             state.open_jobs.pop(key, None)
         return state
+
+
+def _windows(raw: Any) -> dict[str, Window]:
+    windows: dict[str, Window] = {}
+    for key, pair in dict(raw or {}).items():
+        if isinstance(pair, list | tuple) and len(pair) == 2:
+            end = api_time_or_none(pair[1])
+            if end is not None:
+                windows[str(key)] = Window(api_time_or_none(pair[0]), end)
+    return windows
+
+
+def _window_lists(windows: dict[str, Window]) -> dict[str, list[str | None]]:
+    return {
+        key: [format_api_time(w.start) if w.start else None, format_api_time(w.end)]
+        for key, w in sorted(windows.items())
+        if w.end is not None
+    }
+
+
+def set_aside_count(state: MutableMapping[str, Any]) -> int:
+    """How many jobs are set aside in ``jobs_rejected`` now, by a stored state (one row each)."""
+    return sum(
+        len(state.get(key) or {})
+        for key in ("rejected_jobs", "rejected_windows", "rejected_unfollowed")
+    )
 
 
 def _followable(window: Window) -> bool:
@@ -312,6 +380,62 @@ def _times(raw: Any) -> dict[str, datetime]:
 
 def _iso(times: dict[str, datetime]) -> dict[str, str]:
     return {key: format_api_time(moment) for key, moment in sorted(times.items())}
+
+
+def filters_id(filters: dict[str, Any]) -> str:
+    """A filter set as a key of ``other_filters``: its JSON, keys sorted, unset filters left out."""
+    return json.dumps({k: v for k, v in filters.items() if v is not None}, sort_keys=True)
+
+
+def selects_within(narrow: dict[str, Any], wide: dict[str, Any]) -> bool:
+    """Whether every job ``narrow`` selects is selected by ``wide`` (each filter ``wide`` sets, equal)."""
+    return all(narrow.get(key) == value for key, value in wide.items() if value is not None)
+
+
+def switch_filters(
+    state: MutableMapping[str, Any], filters: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Make ``state`` the state of ``filters``: park the last run's, bring back (or start) theirs.
+
+    Args:
+        state: One tenant's state, changed in place (committed by dlt only if the run loads).
+        filters: The run's filters (``JobsQuery.filter_key()``).
+
+    Returns:
+        The last run's filters when they were others (the state was switched), else None.
+    """
+    last = state.get("filters")
+    if not isinstance(last, dict) or filters_id(last) == filters_id(filters):
+        return None
+    parked: MutableMapping[str, Any] = state.setdefault(OTHER_FILTERS, {})
+    parked[filters_id(last)] = {key: state.pop(key) for key in FILTER_STATE_KEYS if key in state}
+    for key in [k for k in parked if not _within(k, filters)]:
+        # After this run the table holds only what ``filters`` select (the runner deletes the rest):
+        # a state of filters that select more no longer describes it.
+        del parked[key]
+    mine = parked.pop(filters_id(filters), None)
+    if isinstance(mine, dict):
+        state.update({key: value for key, value in mine.items() if key in FILTER_STATE_KEYS})
+    state["filters"] = dict(filters)
+    return dict(last)
+
+
+def _within(key: str, filters: dict[str, Any]) -> bool:
+    try:
+        return selects_within(dict(json.loads(key)), filters)
+    except (ValueError, TypeError):
+        return False
+
+
+def other_filters(state: MutableMapping[str, Any]) -> list[dict[str, Any]]:
+    """The filter sets with a parked state (earlier runs under other filters)."""
+    found = []
+    for key in dict(state.get(OTHER_FILTERS) or {}):
+        try:
+            found.append(dict(json.loads(key)))
+        except (ValueError, TypeError):
+            continue
+    return found
 
 
 def describe_filters(filters: dict[str, Any] | None) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -57,6 +58,20 @@ class RejectedJob:
         return "?" + hashlib.sha256(identity.encode()).hexdigest()[:24]
 
 
+def typed_table(columns: dict[str, pa.Array], required: Iterable[str]) -> pa.Table:
+    """An Arrow table whose fields say ``nullable`` as the resource's column hints do.
+
+    dlt compares the two on every batch and warns ("several column hints were different") where they
+    disagree: a primary key or a constant column (``tenant``) is never null, and says so.
+    """
+    never_null = set(required)
+    fields = [
+        pa.field(name, array.type, nullable=name not in never_null)
+        for name, array in columns.items()
+    ]
+    return pa.Table.from_arrays(list(columns.values()), schema=pa.schema(fields))
+
+
 def rejected_table(
     jobs: list[RejectedJob], seen_at: datetime, constants: dict[str, str] | None = None
 ) -> pa.Table:
@@ -77,7 +92,7 @@ def rejected_table(
     }
     for name, value in (constants or {}).items():
         columns[name] = pa.array([value] * len(jobs), pa.string())
-    return pa.table(columns)
+    return typed_table(columns, required={"rejection_key", *(constants or {})})
 
 
 def resolved_rejections_table(keys: list[str], constants: dict[str, str] | None = None) -> pa.Table:
@@ -88,7 +103,7 @@ def resolved_rejections_table(keys: list[str], constants: dict[str, str] | None 
     }
     for name, value in (constants or {}).items():
         columns[name] = pa.array([value] * len(keys), pa.string())
-    return pa.table(columns)
+    return typed_table(columns, required={"rejection_key", *(constants or {})})
 
 
 def reject(job: dict[str, Any], reason: str, bounds: Bounds | None) -> RejectedJob:

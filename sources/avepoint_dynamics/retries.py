@@ -164,7 +164,17 @@ def transient_exception(error: requests.RequestException) -> Transient | None:
         # Refused, or a name that does not resolve: nothing answered. A connection the server accepted
         # and then dropped proves the host is there: that one is an ordinary transient failure.
         unreached = "Failed to establish a new connection" in text or "NameResolution" in text
-        return Transient(_reason(error), unreached=unreached)
+        reason = _reason(error)
+        url = str(getattr(error.request, "url", "") or "")
+        if url.lower().startswith("http://") and reason in _DROPPED:
+            # A plain-HTTP request to an HTTPS port is dropped without an answer: say the likely
+            # cause, and give it the short budget of a host that never answered.
+            return Transient(
+                f"{reason}; the URL is http://: if the service speaks HTTPS (AvePoint's does), "
+                "use https://",
+                unreached=True,
+            )
+        return Transient(reason, unreached=unreached)
     if isinstance(error, requests.Timeout):
         return Transient(f"read timeout ({short(text, 120)})")
     return None
@@ -213,6 +223,10 @@ def tls_trust_error(service: str, root: str, error: requests.RequestException) -
         "signs it, set ca_bundle (or REQUESTS_CA_BUNDLE) to that CA's PEM file; otherwise check "
         "the host name",
     )
+
+
+#: Reasons of a connection the host accepted and then dropped without answering.
+_DROPPED = ("connection reset", "remotedisconnected", "connection aborted")
 
 
 def _reason(error: requests.ConnectionError) -> str:

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from dlt.common.normalizers.naming.snake_case import NamingConvention
 from dlt.common.schema.typing import TTableSchemaColumns
 
-from .rejected import DELETED_COLUMN, Bounds, RejectedJob, reject
+from .rejected import DELETED_COLUMN, Bounds, RejectedJob, reject, typed_table
 from .settings import FINAL_STATUSES, status_label, type_label
 from .times import ARROW_UTC_MICROS, api_times_to_arrow, parse_api_time
 
@@ -286,11 +286,7 @@ class JobRows:
                 columns[name] = pa.array(extras[key], pa.string())
         for name, constant in self._constants.items():
             columns[name] = pa.array([constant] * count, pa.string())
-        fields = [
-            pa.field(name, array.type, nullable=name not in _REQUIRED)
-            for name, array in columns.items()
-        ]
-        return pa.Table.from_arrays(list(columns.values()), schema=pa.schema(fields))
+        return typed_table(columns, required=_REQUIRED | self._constants.keys())
 
     @staticmethod
     def _convert(column: Column, job: dict[str, Any]) -> Any:
@@ -323,11 +319,7 @@ def left_jobs_table(jobs: dict[str, datetime], constants: dict[str, str] | None 
     }
     for name, value in (constants or {}).items():
         columns[name] = pa.array([value] * len(ids), pa.string())
-    fields = [
-        pa.field(name, array.type, nullable=name not in _REQUIRED)
-        for name, array in columns.items()
-    ]
-    return pa.Table.from_arrays(list(columns.values()), schema=pa.schema(fields))
+    return typed_table(columns, required=_REQUIRED | (constants or {}).keys())
 
 
 def fingerprint(job: dict[str, Any]) -> str:

@@ -29,7 +29,14 @@ from .auth import TokenProvider
 from .claims import DuplicateClaim
 from .errors import ConfigError
 from .following import plan_follow
-from .incremental import FollowState, RunTracker, describe_filters, follow_marks
+from .incremental import (
+    FollowState,
+    RunTracker,
+    describe_filters,
+    follow_marks,
+    selects_within,
+    switch_filters,
+)
 from .model import JobsPage, PageSource, Window
 from .paging import WindowReader
 from .plan import ReadPlan, plan_reads, plan_rescue
@@ -90,14 +97,19 @@ class JobsRun:
     def batches(self) -> Iterator[Any]:
         """Arrow tables for ``jobs`` (and ``jobs_rejected``), with their hints; commits the state last."""
         query = self.query
-        before = FollowState.load(self.state)
         filters = query.filter_key()
+        if not query.is_backfill:
+            last = switch_filters(self.state, filters)
+            if last is not None:
+                self._filters_switched(last, filters)
+        before = FollowState.load(self.state)
         filters_match = before.filters is None or before.filters == filters
         if not filters_match:
-            self._filters_changed(before.filters, filters)
+            self._backfill_filters_differ(before.filters, filters)
+        self._history_from(before)
         for job_id in before.abandon_old(query.open_job_max_age):
             logger.warning(
-                "job %s is still not final %d days after it started; no longer following it "
+                "job %s is still not finished %d days after it started; no longer checking it "
                 "(avepoint-dynamics state lists it)",
                 job_id,
                 query.open_job_max_age.days,
@@ -162,19 +174,30 @@ class JobsRun:
                         self.findings.checked_at if self.findings else "?",
                     )
                 tracker = RunTracker(before, plan.coverage, filters_match, query.status_can_be_left)
+                earlier = (
+                    f", and {_count(len(follow_ranges), 'earlier time span')} holding jobs not "
+                    "finished yet or set aside"
+                    if follow_ranges
+                    else ""
+                )
+                how = (
+                    ""
+                    if selects in ("start", "unknown")
+                    else f"; this service's time filter selects by {selects}"
+                )
                 logger.info(
-                    "reading jobs in %s (+%d ranges of followed jobs; windows select by %s; service "
-                    "time %s)",
+                    "reading the jobs that started in %s (the service's clock says %s)%s%s",
                     Window(start, end),
-                    len(follow_ranges),
-                    selects,
                     format_api_time(now),
+                    earlier,
+                    how,
                 )
                 yield from self._read(reader, plan, first_pages, tracker)
                 missing = tracker.left_jobs()
                 if missing and selects != "start" and not query.is_backfill:
                     logger.info(
-                        "%d followed jobs came in no window: looking for them", len(missing)
+                        "%d jobs not finished at the last run came in no time span: looking for them",
+                        len(missing),
                     )
                     rescue = plan_rescue(selects, query, sorted(missing.values()), start)
                     yield from self._read(reader, rescue, {}, tracker)
@@ -193,15 +216,15 @@ class JobsRun:
         state.save(self.state)
         stats = reader.stats
         logger.info(
-            "read %s in %s (%s, %s, %s re-read); following %d open and %d set-aside jobs; "
-            "%d rejected this run",
+            "read %s in %s (%s, %s; %s read again because answers changed while paging); "
+            "checked again next run: %d jobs not finished yet, %d set aside; %d set aside this run",
             _count(stats.jobs, "job"),
             _count(stats.pages, "page"),
             _count(client.requests_sent, "request"),
             _count(tokens.tokens_fetched if tokens is not None else 0, "token"),
-            _count(stats.rereads, "window"),
+            _count(stats.rereads, "time span"),
             len(state.open_jobs),
-            len(state.rejected_jobs) + len(state.rejected_windows),
+            len(state.rejected_jobs) + len(state.rejected_windows) + len(state.rejected_unfollowed),
             tracker.rejected,
         )
 
@@ -273,22 +296,71 @@ class JobsRun:
 
         return cost_of
 
-    def _filters_changed(self, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
-        if self.query.is_backfill:
-            logger.warning(
-                "this backfill's filters (%s) are not the pipeline's (%s): it loads what they select "
-                "and leaves the followed jobs alone",
-                describe_filters(new),
-                describe_filters(old),
+    def _backfill_filters_differ(self, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
+        logger.warning(
+            "this backfill's filters (%s) are not the last run's (%s): it loads what they select "
+            "and leaves the followed jobs alone",
+            describe_filters(new),
+            describe_filters(old),
+        )
+
+    def _filters_switched(self, old: dict[str, Any], new: dict[str, Any]) -> None:
+        """Say what a run under other filters than the last run's reads, and what the table keeps."""
+        before = FollowState.load(self.state)
+        if before.cursor is not None:
+            reads = (
+                f"it reads on from where the last run under them stopped ({format_api_time(before.cursor)}), "
+                "so it also reads what the runs in between skipped"
             )
         else:
-            logger.warning(
-                "the filters changed since the last run (%s -> %s): rows loaded under the old filters "
-                "stay in the table; for a table that holds exactly what the new filters select, run "
-                "avepoint-dynamics reset --yes and load again",
-                describe_filters(old),
-                describe_filters(new),
+            start = self.query.initial_start_time
+            since = (
+                f"since {format_api_time(start)}" if start is not None else "in the whole history"
             )
+            reads = f"no run read under them yet: it reads every job they select {since}"
+        if selects_within(old, new):
+            after = f"the state built under {describe_filters(old)} is kept for the next run under those"
+        else:
+            after = (
+                f"after the load the table holds only what these select: rows loaded under "
+                f"{describe_filters(old)} that they do not select are deleted (SQL destinations), and "
+                "a run under "
+                f"{describe_filters(old)} again reads everything it selects"
+            )
+        logger.warning(
+            "the filters changed since the last run (%s -> %s): %s; %s",
+            describe_filters(old),
+            describe_filters(new),
+            reads,
+            after,
+        )
+
+    def _history_from(self, before: FollowState) -> None:
+        """Remember where a first run started; say so when ``initial_start_time`` asks for another start."""
+        query = self.query
+        if query.is_backfill:
+            return
+        given = format_api_time(query.initial_start_time) if query.initial_start_time else None
+        if before.cursor is None:
+            self.state["history_from"] = given
+            return
+        if "history_from" not in self.state:
+            return  # a state from before this was kept: where it started is not known
+        started = self.state.get("history_from")
+        if given is None or given == started:
+            return
+        if started is not None and given < started:
+            advice = f"to load [{given}, {started}) run avepoint-dynamics backfill --from {given} --to {started}"
+        else:
+            advice = "to start the history there instead: avepoint-dynamics reset --yes, then load"
+        logger.warning(
+            "initial_start_time %s applies to a first run only: this pipeline's history starts at %s "
+            "and its cursor is at %s; %s",
+            given,
+            started or "the first job",
+            format_api_time(before.cursor),
+            advice,
+        )
 
     # ------------------------------------------------------------------ reading
     def _read(

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.contenders import run_naive, run_ours, run_rest_api
+from bench.contenders import run_naive, run_ours, run_plain, run_rest_api
 from bench.limits import run_dlt_merge, run_load_limit, run_prepare_arrow, run_transport
 from bench.memory import PrivatePeak, peak_rss_mb
 
@@ -22,6 +22,7 @@ from bench.memory import PrivatePeak, peak_rss_mb
 CHILD_RUNNERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "ours": run_ours,
     "ours_incremental": run_ours,  # same pipeline, same DuckDB file, second run
+    "plain": run_plain,
     "rest_api": run_rest_api,
     "naive": run_naive,
     "transport": run_transport,

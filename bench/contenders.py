@@ -21,6 +21,7 @@ DATASET = "bench"
 
 CONTENDERS = (
     "ours",
+    "plain",
     "rest_api",
     "naive",
     "transport",
@@ -32,6 +33,7 @@ CONTENDERS = (
 SLOW = ("rest_api", "naive")
 LABELS = {
     "ours": "ours (avepoint_dynamics, 8 in flight, parquet)",
+    "plain": "ours, plain pipeline.run(avepoint_dynamics()) (no Target, no views)",
     "rest_api": "dlt rest_api (declarative, sequential, insert_values)",
     "naive": "naive requests loop + pipeline.run(dicts)",
     "transport": "transport limit (fetch + json only, 8 in flight)",
@@ -104,6 +106,37 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "seconds": seconds,
         "phases": dlt_phases(make_pipeline(target), wall_start, wall_end),
+        "rss_after_imports_mb": rss0,
+    }
+
+
+def run_plain(spec: dict[str, Any]) -> dict[str, Any]:
+    """``dlt.pipeline(destination="duckdb").run(avepoint_dynamics(...))``: what a user's own script does,
+    without ``run_load``'s DuckDB settings or views."""
+    from avepoint_dynamics import AvePointCredentials, avepoint_dynamics
+
+    credentials = AvePointCredentials()
+    credentials.client_id = spec["client_id"]
+    credentials.client_secret = spec["client_secret"]
+    credentials.identity_url = spec["identity_url"]
+    rss0 = proc_status_mb("VmRSS")
+    wall_start = dt.datetime.now(dt.UTC)
+    started = time.perf_counter()
+    source = avepoint_dynamics(
+        credentials=credentials,
+        base_url=spec["base_url"],
+        ca_bundle=spec["ca_file"],
+        max_concurrency=spec["concurrency"],
+        page_size=spec["page_size"],
+    )
+    pipeline = duckdb_pipeline(spec, "bench_plain")
+    info = pipeline.run(source)
+    seconds = time.perf_counter() - started
+    wall_end = dt.datetime.now(dt.UTC)
+    info.raise_on_failed_jobs()
+    return {
+        "seconds": seconds,
+        "phases": dlt_phases(pipeline, wall_start, wall_end),
         "rss_after_imports_mb": rss0,
     }
 

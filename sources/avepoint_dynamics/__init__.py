@@ -19,6 +19,7 @@ import dlt
 from dlt.sources import DltResource
 
 from .credentials import AvePointCredentials
+from .defaults import register_defaults
 from .errors import ApiError, AuthError, AvePointError, ConfigError, UnavailableError
 from .incremental import tenant_state
 from .model import JobsPage, Window
@@ -122,6 +123,8 @@ def avepoint_dynamics(
         base_url_from=base_url_from(region, base_url),
     )
     credentials.client_credential()  # fail on a bad credential config before dlt starts extracting
+    # DuckDB loads this source's merge in bounded memory unless the user configured it (defaults.py).
+    register_defaults()
     setup = JobsSetup(
         query=query,
         credentials=credentials,

@@ -1,13 +1,15 @@
 """A plain ``pipeline.run(avepoint_dynamics())`` into DuckDB loads in bounded memory, unless the user says otherwise.
 
 DuckDB's own defaults let its buffer pool grow with the rows merged (bench/: 274 MB at 100,000 jobs, 450 MB at
-1,000,000); the source registers ``memory_limit`` 40 MB and one thread as the lowest-priority dlt config
+1,000,000); the source sets ``memory_limit`` 40 MB and one thread where the user configured nothing
 (``sources/avepoint_dynamics/defaults.py``). These tests read DuckDB's settings through the pipeline's own
 connection after a real run, and the rows against the simulator's world.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +80,25 @@ def test_the_database_file_is_where_dlt_puts_it_without_credentials(
 
     assert duckdb_settings(pipeline) == ("38.1 MiB", 1)
     assert_rows_equal(duckdb_rows(tmp_path / "plain.duckdb"), sim.world.ground_truth())
+
+
+@pytest.mark.unit
+def test_a_global_config_in_the_users_secrets_toml_is_left_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from avepoint_dynamics.defaults import DUCKDB_GLOBAL_CONFIG_ENV, set_duckdb_defaults
+    from dlt.common.configuration.container import Container
+    from dlt.common.configuration.specs.pluggable_run_context import PluggableRunContext
+
+    monkeypatch.delenv(DUCKDB_GLOBAL_CONFIG_ENV, raising=False)
+    secrets = Container()[PluggableRunContext].providers["secrets.toml"]
+    with secrets.preserve():  # type: ignore[attr-defined]
+        dlt.secrets["destination.duckdb.credentials.global_config"] = {"memory_limit": "2GB"}
+        set_duckdb_defaults()
+        assert DUCKDB_GLOBAL_CONFIG_ENV not in os.environ
+
+    set_duckdb_defaults()  # nothing configured anywhere: the source's settings
+    assert json.loads(os.environ[DUCKDB_GLOBAL_CONFIG_ENV]) == {
+        "memory_limit": "40MB",
+        "threads": 1,
+    }

@@ -19,7 +19,7 @@ import dlt
 from dlt.sources import DltResource
 
 from .credentials import AvePointCredentials
-from .defaults import register_defaults
+from .defaults import set_duckdb_defaults
 from .errors import ApiError, AuthError, AvePointError, ConfigError, UnavailableError
 from .incremental import tenant_state
 from .model import JobsPage, Window
@@ -124,7 +124,7 @@ def avepoint_dynamics(
     )
     credentials.client_credential()  # fail on a bad credential config before dlt starts extracting
     # DuckDB loads this source's merge in bounded memory unless the user configured it (defaults.py).
-    register_defaults()
+    set_duckdb_defaults()
     setup = JobsSetup(
         query=query,
         credentials=credentials,

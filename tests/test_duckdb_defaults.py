@@ -1,8 +1,8 @@
 """A plain ``pipeline.run(avepoint_dynamics())`` into DuckDB loads in bounded memory, unless the user says otherwise.
 
-DuckDB's own defaults let its buffer pool grow with the rows merged (bench/: 274 MB at 100,000 jobs, 450 MB at
-1,000,000); the source sets ``memory_limit`` 40 MB and one thread where the user configured nothing
-(``sources/avepoint_dynamics/defaults.py``). These tests read DuckDB's settings through the pipeline's own
+DuckDB's own defaults let its buffer pool grow with the rows merged (docs/performance.md: 274 MB at
+100,000 jobs, 450 MB at 1,000,000); the source sets ``memory_limit`` 40 MB and one thread where the user
+configured nothing (``sources/avepoint_dynamics/defaults.py``). These tests read DuckDB's settings through the pipeline's own
 connection after a real run, and the rows against the simulator's world.
 """
 

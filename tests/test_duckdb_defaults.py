@@ -2,8 +2,8 @@
 
 DuckDB's own defaults let its buffer pool grow with the rows merged (docs/performance.md: 274 MB at
 100,000 jobs, 450 MB at 1,000,000); the source sets ``memory_limit`` 40 MB and one thread where the user
-configured nothing (``sources/avepoint_dynamics/defaults.py``). These tests read DuckDB's settings through the pipeline's own
-connection after a real run, and the rows against the simulator's world.
+configured nothing (``sources/avepoint_dynamics/defaults.py``). These tests read DuckDB's settings through
+the pipeline's own connection after a real run, and the rows against the simulator's world.
 """
 
 from __future__ import annotations

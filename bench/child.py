@@ -14,17 +14,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.contenders import run_naive, run_ours, run_rest_api
-from bench.limits import run_dlt_merge, run_load_limit, run_prepare_arrow, run_transport
+from bench.contenders import run_naive, run_ours, run_plain, run_rest_api
+from bench.limits import (
+    run_dlt_merge,
+    run_load_limit,
+    run_prepare_arrow,
+    run_transport,
+    run_transport_one_by_one,
+)
 from bench.memory import PrivatePeak, peak_rss_mb
 
 #: What a child can run: the contenders, plus the untimed preparations of the limits.
 CHILD_RUNNERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "ours": run_ours,
     "ours_incremental": run_ours,  # same pipeline, same DuckDB file, second run
+    "plain": run_plain,
     "rest_api": run_rest_api,
     "naive": run_naive,
     "transport": run_transport,
+    "transport_c1": run_transport_one_by_one,
     "load_limit": run_load_limit,
     "incremental_limit": run_dlt_merge,
     "seed_incremental_limit": run_dlt_merge,

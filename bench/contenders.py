@@ -21,20 +21,27 @@ DATASET = "bench"
 
 CONTENDERS = (
     "ours",
+    "plain",
     "rest_api",
     "naive",
     "transport",
+    "transport_c1",
     "load_limit",
     "incremental_limit",
     "ours_incremental",
 )
 #: Contenders that page one request at a time and push dicts through dlt's normalizer: minutes and GBs.
 SLOW = ("rest_api", "naive")
+#: Contenders measured at the lowest latency only (their target is there; one page at a time at 50 ms
+#: is a minute per 100,000 jobs).
+FAST_LATENCY_ONLY = ("transport_c1",)
 LABELS = {
     "ours": "ours (avepoint_dynamics, 8 in flight, parquet)",
+    "plain": "ours, plain pipeline.run(avepoint_dynamics()) (no Target, no views)",
     "rest_api": "dlt rest_api (declarative, sequential, insert_values)",
     "naive": "naive requests loop + pipeline.run(dicts)",
     "transport": "transport limit (fetch + json only, 8 in flight)",
+    "transport_c1": "transport limit, 1 in flight (fetch + json only, page after page)",
     "load_limit": "load limit (one Arrow table -> DuckDB, parquet)",
     "incremental_limit": "incremental limit (dlt merge of 1% rows from memory)",
     "ours_incremental": "ours, incremental (+1% jobs, running ones finished)",
@@ -125,6 +132,37 @@ def _probe_cannot_tell() -> None:
         return findings
 
     setattr(run_module, "probe_service", cannot_tell)  # noqa: B010 - not exported by run
+
+
+def run_plain(spec: dict[str, Any]) -> dict[str, Any]:
+    """``dlt.pipeline(destination="duckdb").run(avepoint_dynamics(...))``: what a user's own script does,
+    without ``run_load``'s DuckDB settings or views."""
+    from avepoint_dynamics import AvePointCredentials, avepoint_dynamics
+
+    credentials = AvePointCredentials()
+    credentials.client_id = spec["client_id"]
+    credentials.client_secret = spec["client_secret"]
+    credentials.identity_url = spec["identity_url"]
+    rss0 = proc_status_mb("VmRSS")
+    wall_start = dt.datetime.now(dt.UTC)
+    started = time.perf_counter()
+    source = avepoint_dynamics(
+        credentials=credentials,
+        base_url=spec["base_url"],
+        ca_bundle=spec["ca_file"],
+        max_concurrency=spec["concurrency"],
+        page_size=spec["page_size"],
+    )
+    pipeline = duckdb_pipeline(spec, "bench_plain")
+    info = pipeline.run(source)
+    seconds = time.perf_counter() - started
+    wall_end = dt.datetime.now(dt.UTC)
+    info.raise_on_failed_jobs()
+    return {
+        "seconds": seconds,
+        "phases": dlt_phases(pipeline, wall_start, wall_end),
+        "rss_after_imports_mb": rss0,
+    }
 
 
 def run_rest_api(spec: dict[str, Any]) -> dict[str, Any]:

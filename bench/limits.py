@@ -52,6 +52,11 @@ def run_transport(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def run_transport_one_by_one(spec: dict[str, Any]) -> dict[str, Any]:
+    """The transport limit at 1 request in flight: what a sequential reader of the pages cannot beat."""
+    return run_transport({**spec, "concurrency": 1})
+
+
 def run_prepare_arrow(spec: dict[str, Any]) -> dict[str, Any]:
     """Fetch every page (untimed preparation) into one typed Arrow table, saved as an Arrow IPC file."""
     import pyarrow as pa

@@ -107,6 +107,16 @@ def ratio_lines(scenario: dict[str, Any]) -> list[str]:
     load = ratio(ours, measured(scenario, "load_limit", "seconds"))
     if load is not None:
         parts.append(f"ours / load limit = {load:.1f}")
+    one_by_one = measured(scenario, "transport_c1", "seconds")
+    load_limit = measured(scenario, "load_limit", "seconds")
+    if one_by_one is not None and load_limit is not None:
+        both = ratio(ours, one_by_one + load_limit)
+        if both is not None:
+            parts.append(f"ours / (transport limit at 1 in flight + load limit) = {both:.2f}")
+    plain = measured(scenario, "plain", "peak_rss_mb")
+    cli = measured(scenario, "ours", "peak_rss_mb")
+    if plain is not None and cli is not None:
+        parts.append(f"peak RSS: plain {plain:.0f} MB, ours (run_load) {cli:.0f} MB")
     floor = ratio(measured(scenario, "incremental_limit", "seconds"), ours)
     if floor is not None:
         parts.append(f"incremental limit = {floor * 100:.1f}% of ours' full time")
@@ -160,7 +170,7 @@ def markdown(
             lines.append("")
             lines.append("Ratios: " + "; ".join(ratios) + ".")
         lines.append("")
-    lines.append("## Targets (issue 6)")
+    lines.append("## Targets (issue 23)")
     lines.append("")
     lines.append("| target | value | goal | result |")
     lines.append("|---|---:|---|---|")
@@ -229,7 +239,7 @@ def print_scenario(scenario: dict[str, Any]) -> None:
 def print_targets(targets: list[dict[str, Any]]) -> None:
     """The targets on the console, one verdict a line."""
     print()
-    print("== targets (issue 6)")
+    print("== targets (issue 23)")
     for item in targets:
         print(f"  {verdict(item):4}  {item['target']}: {value_text(item)} (goal {item['goal']})")
 

@@ -175,6 +175,16 @@ def test_a_run_moves_the_cursor_keeps_what_is_open_and_forgets_what_finished() -
     assert tracker.left_jobs() == {"gone": at(-30)}  # read its range, did not see it
 
 
+def test_a_run_keeps_only_the_final_ids_of_followed_jobs() -> None:
+    # A full load reads every job final: a set of their ids would grow with the history.
+    before = FollowState(cursor=at(0), open_jobs={"done": at(-50)})
+    tracker = RunTracker(before, [Window(at(-60), at(100))])
+    tracker.saw_final(["done"] + [f"other-{n}" for n in range(1000)])
+
+    assert tracker.final_now == {"done"}
+    assert tracker.after(at(100), at(100), {"status": None}).open_jobs == {}
+
+
 def test_a_set_aside_job_does_not_hold_the_cursor_and_is_read_again_until_it_loads() -> None:
     before = FollowState(cursor=at(0))
     tracker = RunTracker(before, [Window(at(0), at(100))])

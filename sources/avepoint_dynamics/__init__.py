@@ -20,6 +20,7 @@ from dlt.sources import DltResource
 
 from .config_keys import check_section_keys
 from .credentials import AvePointCredentials
+from .defaults import set_duckdb_defaults
 from .errors import (
     ApiError,
     AuthError,
@@ -142,6 +143,8 @@ def avepoint_dynamics(
     if interval is not None:
         query = join_interval(query, interval)
     credentials.client_credential()  # fail on a bad credential config before dlt starts extracting
+    # DuckDB loads this source's merge in bounded memory unless the user configured it (defaults.py).
+    set_duckdb_defaults()
     setup = JobsSetup(
         query=query,
         credentials=credentials,

@@ -46,11 +46,8 @@ class DuplicateClaim:
 
     def final(self) -> Iterator[Any]:
         """Once every row is out: withdraw a claim of unique rows that the whole run disproves."""
-        if (
-            self.declared
-            and distinct_count(self._ids) != len(self._ids)
-            and self._schema is not None
-        ):
+        ids, self._ids = self._ids, array("q")  # 8 bytes a job: not held through the load
+        if self.declared and distinct_count(ids) != len(ids) and self._schema is not None:
             logger.info("a job came twice in this run: the load deduplicates")
             self.declared = False
             yield dlt.mark.with_hints(self._schema.empty_table(), _hint(False))

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import jwt
 from dlt.common.configuration import configspec
 from dlt.common.configuration.specs import CredentialsConfiguration
 from dlt.common.typing import TSecretStrValue
@@ -149,6 +148,10 @@ class AssertionSigner:
             "exp": issued + ASSERTION_LIFETIME_S,
         }
         x5t = base64.urlsafe_b64encode(bytes.fromhex(self.thumbprint)).decode().rstrip("=")
+        # Imported here: only certificate sign-in signs, and PyJWT's import (its crypto backends) is
+        # ~25 ms of every run's start-up otherwise (docs/performance.md).
+        import jwt
+
         return jwt.encode(claims, self._key, algorithm="RS256", headers={"x5t": x5t})
 
     def __repr__(self) -> str:

@@ -1,0 +1,104 @@
+"""A plain ``pipeline.run(avepoint_dynamics())`` into DuckDB loads in bounded memory, unless the user says otherwise.
+
+DuckDB's own defaults let its buffer pool grow with the rows merged (docs/performance.md: 274 MB at
+100,000 jobs, 450 MB at 1,000,000); the source sets ``memory_limit`` 40 MB and one thread where the user
+configured nothing (``sources/avepoint_dynamics/defaults.py``). These tests read DuckDB's settings through
+the pipeline's own connection after a real run, and the rows against the simulator's world.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import dlt
+import pytest
+from avepoint_dynamics import avepoint_dynamics
+from avepoint_simulator import Simulator
+
+from .conftest import credentials_for
+from .expected import assert_rows_equal
+from .test_readme import duckdb_rows
+
+
+def plain_run(sim: Simulator, tmp_path: Path, destination: Any) -> Any:
+    """What a user's script does: a pipeline, the source, ``run``."""
+    pipeline = dlt.pipeline(
+        pipeline_name="plain",
+        destination=destination,
+        dataset_name="avepoint",
+        pipelines_dir=str(tmp_path / "pipelines"),
+    )
+    source = avepoint_dynamics(
+        credentials=credentials_for(sim), base_url=sim.base_url, ca_bundle=sim.ca_file
+    )
+    pipeline.run(source).raise_on_failed_jobs()
+    return pipeline
+
+
+def duckdb_settings(pipeline: Any) -> tuple[str, int]:
+    with pipeline.sql_client() as client:
+        ((memory, threads),) = client.execute_sql(
+            "SELECT current_setting('memory_limit'), current_setting('threads')"
+        )
+    return str(memory), int(threads)
+
+
+def test_a_plain_run_loads_with_duckdb_bounded(sim: Simulator, tmp_path: Path) -> None:
+    path = tmp_path / "jobs.duckdb"
+
+    pipeline = plain_run(sim, tmp_path, dlt.destinations.duckdb(credentials=str(path)))
+
+    assert duckdb_settings(pipeline) == ("38.1 MiB", 1)  # DuckDB's way of saying 40MB
+    assert_rows_equal(duckdb_rows(path), sim.world.ground_truth())
+
+
+def test_the_users_duckdb_settings_win(
+    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG", '{"memory_limit": "1GB", "threads": 2}'
+    )
+    path = tmp_path / "jobs.duckdb"
+
+    pipeline = plain_run(sim, tmp_path, dlt.destinations.duckdb(credentials=str(path)))
+
+    assert duckdb_settings(pipeline) == ("953.6 MiB", 2)
+    assert_rows_equal(duckdb_rows(path), sim.world.ground_truth())
+
+
+def test_the_database_file_is_where_dlt_puts_it_without_credentials(
+    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The defaults hold only global_config under destination.duckdb.credentials: dlt still names the
+    # file after the pipeline, in the working directory, as without them.
+    monkeypatch.chdir(tmp_path)
+
+    pipeline = plain_run(sim, tmp_path, "duckdb")
+
+    assert duckdb_settings(pipeline) == ("38.1 MiB", 1)
+    assert_rows_equal(duckdb_rows(tmp_path / "plain.duckdb"), sim.world.ground_truth())
+
+
+@pytest.mark.unit
+def test_a_global_config_in_the_users_secrets_toml_is_left_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from avepoint_dynamics.defaults import DUCKDB_GLOBAL_CONFIG_ENV, set_duckdb_defaults
+    from dlt.common.configuration.container import Container
+    from dlt.common.configuration.specs.pluggable_run_context import PluggableRunContext
+
+    monkeypatch.delenv(DUCKDB_GLOBAL_CONFIG_ENV, raising=False)
+    secrets = Container()[PluggableRunContext].providers["secrets.toml"]
+    with secrets.preserve():  # type: ignore[attr-defined]
+        dlt.secrets["destination.duckdb.credentials.global_config"] = {"memory_limit": "2GB"}
+        set_duckdb_defaults()
+        assert DUCKDB_GLOBAL_CONFIG_ENV not in os.environ
+
+    set_duckdb_defaults()  # nothing configured anywhere: the source's settings
+    assert json.loads(os.environ[DUCKDB_GLOBAL_CONFIG_ENV]) == {
+        "memory_limit": "40MB",
+        "threads": 1,
+    }

@@ -23,6 +23,7 @@ from dlt.common.pipeline import LoadInfo
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.pipeline import Pipeline
 
+from .run_log import RunCounts
 from .shared_dataset import dataset_writer, delta_table_turn, retry_schema_races
 from .views import refresh_views_after_load
 
@@ -349,28 +350,41 @@ def finish_pending(pipeline: Pipeline) -> bool:
     return True
 
 
-def run_load(source: Any, target: Target | None = None) -> LoadInfo:
+def run_load(
+    source: Any, target: Target | None = None, counts: RunCounts | None = None
+) -> LoadInfo:
     """Extract, normalize and load ``source`` into ``target``; finishes a crashed run's package first.
 
     Holds the pipeline's run lock throughout (:func:`exclusive_run`), and for DuckDB the file's writer
     lock (:func:`~avepoint_pipelines.shared_dataset.dataset_writer`: a tenant loading into the same file
     waits). After the load, the analyst views (:mod:`avepoint_pipelines.views`) are created or replaced.
+
+    Args:
+        source: The ``avepoint_dynamics`` source.
+        target: Where the jobs go (default: the DuckDB file ``avepoint_dynamics.duckdb``).
+        counts: Counts what the load inserted and updated, into the run's ``_avepoint_runs`` row
+            (default: counted too; pass one to read ``counts.record`` after the run).
     """
     target = target or Target()
+    counts = counts if counts is not None else RunCounts()
     source = prepare_source(source, target)
     pipeline = make_pipeline(target)
     with exclusive_run(pipeline), dataset_writer(target.duckdb_file):
         finish_pending(pipeline)
+        counts.before_load(pipeline)
         file_format = load_file_format(target)
         info = retry_schema_races(
             pipeline, lambda: pipeline.run(source, loader_file_format=file_format)
         )
+        counts.after_load(pipeline, info)
         # The views follow the table's columns (a tenant column may appear): recreate them after every load.
         refresh_views_after_load(pipeline)
     return info
 
 
-def run_in_steps(pipeline: Pipeline, source: Any, target: Target) -> LoadInfo:
+def run_in_steps(
+    pipeline: Pipeline, source: Any, target: Target, counts: RunCounts | None = None
+) -> LoadInfo:
     """What ``pipeline.run`` does, step by step, writing the destination only in its own steps.
 
     Restore the state from the destination (when the local one is older or gone) and finish a package a
@@ -385,7 +399,11 @@ def run_in_steps(pipeline: Pipeline, source: Any, target: Target) -> LoadInfo:
         if pipeline.config.restore_from_destination:
             pipeline.sync_destination()
         finish_pending(pipeline)
+        counts = counts if counts is not None else RunCounts()
+        counts.before_load(pipeline)
     pipeline.extract(source, loader_file_format=load_file_format(target))
     pipeline.normalize()
     with dataset_writer(target.duckdb_file), delta_table_turn(delta_dataset):
-        return retry_schema_races(pipeline, pipeline.load)
+        info = retry_schema_races(pipeline, pipeline.load)
+        counts.after_load(pipeline, info)
+        return info

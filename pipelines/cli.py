@@ -144,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
             "(needs the lakehouse extra; default: Parquet files, one row per job per load)",
         )
         command.add_argument(
+            "--json",
+            action="store_true",
+            help="print the run's outcome as one JSON object on stdout: what was read, inserted, "
+            "updated, deleted, set aside, requests, retries, cursors, load id (default: one line)",
+        )
+        command.add_argument(
             "--fail-on-rejected",
             action="store_true",
             help="exit 5 when jobs were set aside in jobs_rejected (default: exit 0 and warn)",

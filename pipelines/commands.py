@@ -13,7 +13,13 @@ import re
 import sys
 from datetime import UTC, datetime, timedelta
 
-from avepoint_dynamics import ConfigError, avepoint_dynamics, check_connection, check_service
+from avepoint_dynamics import (
+    ConfigError,
+    RunRecord,
+    avepoint_dynamics,
+    check_connection,
+    check_service,
+)
 
 from .avepoint_pipeline import (
     DEFAULT_DATASET,
@@ -32,6 +38,7 @@ from .failures import (
     describe_failure,
 )
 from .report import ReportError, write_report
+from .run_log import RunCounts
 from .source_options import source_args
 from .tenants import tenant_target
 
@@ -99,21 +106,63 @@ def cmd_load(args: argparse.Namespace) -> int:
     tenants = _tenants_of(args)
     if tenants:
         return _load_tenants(args, tenants)
-    progress = Progress(args.live, quiet=args.quiet)
+    progress = Progress(args.live, quiet=args.quiet or args.json)
+    counts = RunCounts(fail_on_rejected=args.fail_on_rejected)
+    read: list[RunRecord] = []
+    started = datetime.now(UTC)
     try:
-        source = avepoint_dynamics(**source_args(args), on_page=progress)
-        info = run_load(source, _target(args))
+        source = avepoint_dynamics(**source_args(args), on_page=progress, on_run=read.append)
+        info = run_load(source, _target(args), counts)
+    except (Exception, KeyboardInterrupt) as error:
+        if args.json:
+            _print_json(_failed_record(error, read, started))
+        raise
     finally:
         progress.close()
     rejected = rejected_jobs(info)
-    if not args.quiet:
+    record = counts.record or (read[-1] if read else RunRecord())
+    code = _rejected_outcome(rejected, args)
+    if args.json:
+        if counts.record is None:  # a destination without SQL: what the run itself knows
+            record.outcome, record.exit_code = ("ok" if code == EXIT_OK else "rejected"), code
+        _print_json(record)
+    elif not args.quiet:
         packages = len(getattr(info, "loads_ids", []) or [])
         print(
-            f"loaded {plural(progress.jobs, 'job')} from {plural(progress.pages, 'page')} into "
+            f"{_summary(record, counts.record is not None)} into "
             f"{info.destination_name}:{info.dataset_name} ({plural(packages, 'package')})"
             + (f"; {plural(rejected, 'job')} set aside in jobs_rejected" if rejected else "")
         )
-    return _rejected_outcome(rejected, args)
+    return code
+
+
+def _summary(record: RunRecord, counted: bool) -> str:
+    """``read 3,000 jobs from 30 pages; loaded 120 (100 new, 20 updated, 0 deleted)``."""
+    read = f"read {plural(record.jobs_read, 'job')} from {plural(record.pages, 'page')}"
+    if not counted or record.jobs_inserted is None or record.jobs_updated is None:
+        return f"{read}; loaded {plural(record.jobs_yielded, 'job')} (rows not counted here)"
+    written = record.jobs_inserted + record.jobs_updated
+    return (
+        f"{read}; loaded {plural(written, 'job')} ({record.jobs_inserted:,} new, "
+        f"{record.jobs_updated:,} updated, {record.jobs_deleted:,} deleted)"
+    )
+
+
+def _print_json(record: RunRecord) -> None:
+    print(json.dumps(record.as_dict(), indent=2))
+
+
+def _failed_record(error: BaseException, read: list[RunRecord], started: datetime) -> RunRecord:
+    """A failed run's record for ``--json``: what it read if it got that far, its exit code, no load."""
+    _, code = describe_failure(error)
+    record = read[-1] if read else RunRecord()
+    record.outcome = {130: "interrupted", 143: "terminated", 75: "busy"}.get(code, "failed")
+    record.exit_code = code
+    record.load_id = None  # nothing was loaded: a run that fails writes no row
+    record.jobs_inserted = record.jobs_updated = None
+    if record.started_at is None:
+        record.started_at = started  # this machine's clock: the service never answered
+    return record
 
 
 def _tenants_of(args: argparse.Namespace) -> list[str]:
@@ -166,32 +215,46 @@ def _load_tenants(args: argparse.Namespace, tenants: list[str]) -> int:
     progress: dict[str, TenantProgress] = {}
 
     def watch(tenant: str) -> TenantProgress:
-        progress[tenant] = TenantProgress(args.live, quiet=args.quiet, label=tenant)
+        progress[tenant] = TenantProgress(args.live, quiet=args.quiet or args.json, label=tenant)
         return progress[tenant]
 
     shared = {k: v for k, v in source_args(args).items() if k != "tenant"}
     try:
         results = run_tenants(
-            tenants, _target(args), parallel=args.parallel or 1, watch=watch, **shared
+            tenants,
+            _target(args),
+            parallel=args.parallel or 1,
+            watch=watch,
+            fail_on_rejected=args.fail_on_rejected,
+            **shared,
         )
     finally:
         args.live.finish()
     worst = EXIT_OK
+    records: list[dict[str, object]] = []
     for result in results:
         if result.ok:
             rejected = rejected_jobs(result.load_info, result.tenant)
-            if not args.quiet:
-                read = progress[result.tenant]
+            record = result.counts.record if result.counts else None
+            if not args.quiet and not args.json:
                 info = result.load_info
                 aside = (
                     f"; {plural(rejected, 'job')} set aside in jobs_rejected" if rejected else ""
                 )
+                if record is None:
+                    read = progress[result.tenant]
+                    record = RunRecord(jobs_read=read.jobs, pages=read.pages)
+                summary = _summary(
+                    record, result.counts is not None and result.counts.record is not None
+                )
                 print(
-                    f"tenant {result.tenant}: loaded {plural(read.jobs, 'job')} from "
-                    f"{plural(read.pages, 'page')} into {info.destination_name}:{info.dataset_name} "
+                    f"tenant {result.tenant}: {summary} into "
+                    f"{info.destination_name}:{info.dataset_name} "
                     f"in {result.seconds:,.1f} s{aside}"
                 )
-            worst = max(worst, _rejected_outcome(rejected, args, result.tenant))
+            code = _rejected_outcome(rejected, args, result.tenant)
+            worst = max(worst, code)
+            records.append((record or RunRecord(tenant=result.tenant, exit_code=code)).as_dict())
             continue
         assert result.error is not None
         message, code = describe_failure(result.error)
@@ -200,6 +263,10 @@ def _load_tenants(args: argparse.Namespace, tenants: list[str]) -> int:
             for line in chain_lines(result.error):
                 print(f"  {line}", file=sys.stderr)
         worst = max(worst, code)
+        records.append(RunRecord(tenant=result.tenant, outcome="failed", exit_code=code).as_dict())
+    if args.json:
+        outcome = "ok" if worst == EXIT_OK else "failed"
+        print(json.dumps({"outcome": outcome, "exit_code": worst, "tenants": records}, indent=2))
     return worst
 
 

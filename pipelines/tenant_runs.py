@@ -28,6 +28,7 @@ from dlt.common.runtime import signals
 from dlt.pipeline.pipeline import Pipeline
 
 from .avepoint_pipeline import Target, exclusive_run, make_pipeline, prepare_source, run_in_steps
+from .run_log import RunCounts
 from .shared_dataset import dataset_writer
 from .tenants import checked_tenants, tenant_source, tenant_target
 from .views import refresh_views_after_load
@@ -51,6 +52,7 @@ class TenantResult:
     load_info: Any = None
     error: BaseException | None = None
     seconds: float = 0.0
+    counts: RunCounts | None = None
 
     @property
     def ok(self) -> bool:
@@ -70,6 +72,7 @@ def run_tenant(
     target: Target,
     *,
     on_page: Callable[[JobsPage], None] | None = None,
+    counts: RunCounts | None = None,
     **source_args: Any,
 ) -> LoadInfo:
     """Load one tenant through its own pipeline (``<pipeline>_<tenant>``) into ``target``'s dataset.
@@ -84,8 +87,9 @@ def run_tenant(
     into = tenant_target(target, tenant)
     source = prepare_source(tenant_source(tenant, on_page=on_page, **source_args), into)
     pipeline = make_pipeline(into)
+    counts = counts if counts is not None else RunCounts(tenant)
     with exclusive_run(pipeline):
-        return run_in_steps(pipeline, source, into)
+        return run_in_steps(pipeline, source, into, counts)
 
 
 def run_tenants(
@@ -94,6 +98,7 @@ def run_tenants(
     *,
     parallel: int = 1,
     watch: Callable[[str], TenantWatch] | None = None,
+    fail_on_rejected: bool = False,
     **source_args: Any,
 ) -> list[TenantResult]:
     """Load every tenant into ``target``, up to ``parallel`` at once; a failing tenant spares the others.
@@ -106,6 +111,7 @@ def run_tenants(
         target: The destination and dataset; each tenant's pipeline is named after ``target``'s.
         parallel: Tenants running at once (threads of this process), 1 or more.
         watch: Called as each tenant starts; what it returns gets the tenant's pages and outcome.
+        fail_on_rejected: A tenant with jobs set aside has the outcome ``rejected`` in the run log.
         source_args: Arguments for every tenant's source (dlt config fills in the rest).
 
     Returns:
@@ -126,11 +132,13 @@ def run_tenants(
 
     def one(tenant: str) -> TenantResult:
         watcher = watch(tenant) if watch else None
-        result = TenantResult(tenant)
+        result = TenantResult(tenant, counts=RunCounts(tenant, fail_on_rejected))
         started = time.monotonic()
         _RUNNING[threading.get_ident()] = tenant
         try:
-            result.load_info = run_tenant(tenant, target, on_page=watcher, **source_args)
+            result.load_info = run_tenant(
+                tenant, target, on_page=watcher, counts=result.counts, **source_args
+            )
         except Exception as error:  # reported per tenant; the others go on
             # The caller reports it (the CLI in one line per tenant); dlt's lookup trace is long.
             logger.debug("failed: %s: %s", type(error).__name__, error)

@@ -11,8 +11,8 @@ from avepoint_pipelines.source_options import API, FIRST_LOAD, READING, paramete
 
 pytestmark = pytest.mark.unit
 
-#: Not options: credentials are secrets (dlt config only), on_page is Python's, end_time is backfill's --to.
-NOT_OPTIONS = {"credentials", "on_page", "end_time"}
+#: Not options: credentials are secrets (dlt config only), on_page and on_run are Python's, end_time is backfill's --to.
+NOT_OPTIONS = {"credentials", "on_page", "on_run", "end_time"}
 
 
 def test_every_parameter_of_the_source_is_an_option_of_load() -> None:

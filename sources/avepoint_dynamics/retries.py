@@ -20,6 +20,7 @@ import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 from .errors import ConfigError
+from .stopping import interruptible_sleep
 from .times import parse_http_date
 
 logger = logging.getLogger(__name__)
@@ -61,11 +62,32 @@ class Transient(Exception):
     """
 
     def __init__(
-        self, what: str, retry_after: float | None = None, unreached: bool = False
+        self,
+        what: str,
+        retry_after: float | None = None,
+        unreached: bool = False,
+        status: int | None = None,
     ) -> None:
         super().__init__(what)
         self.retry_after = retry_after
         self.unreached = unreached
+        self.status = status
+
+
+class RequestTally:
+    """How many attempts were repeated, and how many answers were 429 (thread-safe): the run log's."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.retries = 0
+        self.rate_limited = 0
+
+    def retried(self, error: BaseException | None) -> None:
+        """One more attempt after ``error``; a 429 counts as rate limited too."""
+        with self._lock:
+            self.retries += 1
+            if isinstance(error, Transient) and error.status == 429:
+                self.rate_limited += 1
 
 
 class HostContact:
@@ -82,13 +104,21 @@ class HostContact:
         self._answered.set()
 
 
-def retrying(policy: RetryPolicy, contact: HostContact, what: Callable[[], str]) -> Retrying:
+def retrying(
+    policy: RetryPolicy,
+    contact: HostContact,
+    what: Callable[[], str],
+    tally: RequestTally | None = None,
+) -> Retrying:
     """A tenacity ``Retrying`` that retries :class:`Transient` under ``policy``.
+
+    Its waits end at once when the run is stopped (:mod:`avepoint_dynamics.stopping`).
 
     Args:
         policy: Attempts, time and backoff.
         contact: The host's contact state: a host that never answered gets ``FIRST_CONTACT_ATTEMPTS``.
         what: Names the request in the log line before each retry.
+        tally: Counts the retries (and the 429s among them), if given.
     """
 
     def stop(state: RetryCallState) -> bool:
@@ -115,12 +145,15 @@ def retrying(policy: RetryPolicy, contact: HostContact, what: Callable[[], str])
     def before_sleep(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
         logger.info("retrying %s after attempt %d: %s", what(), state.attempt_number, error)
+        if tally is not None:
+            tally.retried(error)
 
     return Retrying(
         retry=retry_if_exception_type(Transient),
         stop=stop,
         wait=wait,
         before_sleep=before_sleep,
+        sleep=interruptible_sleep,
         reraise=True,
     )
 
@@ -131,7 +164,9 @@ def transient_answer(response: requests.Response) -> Transient | None:
     if status not in RETRY_STATUSES:
         return None
     retry_after = retry_after_seconds(response) if status in (429, 503) else None
-    return Transient(f"HTTP {status}: {short(response.text)}", retry_after=retry_after)
+    return Transient(
+        f"HTTP {status}: {short(response.text)}", retry_after=retry_after, status=status
+    )
 
 
 def transient_exception(error: requests.RequestException) -> Transient | None:

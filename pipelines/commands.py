@@ -413,6 +413,7 @@ def cmd_reset(args: argparse.Namespace) -> int:
 def cmd_alert(args: argparse.Namespace) -> int:
     """Exit 6 with one line per organization whose last successful backup is older than the threshold."""
     from .freshness import EXIT_STALE, check_freshness, organization_names
+    from .run_freshness import DEFAULT_RUN_STALE_HOURS, check_runs
 
     target = _target(args)
     if target.destination == "duckdb" and not os.path.exists(target.duckdb_path):
@@ -422,19 +423,28 @@ def cmd_alert(args: argparse.Namespace) -> int:
         )
     if args.stale_hours is not None and not (0 < args.stale_hours < float("inf")):
         raise UsageError(f"--stale-hours {args.stale_hours:g} is not a positive number of hours")
+    pipeline = make_pipeline(target)
     freshness = check_freshness(
-        make_pipeline(target),
+        pipeline,
         stale_after_hours=args.stale_hours,
         organizations=organization_names(args.organization or []),
     )
+    run_hours = args.run_stale_hours or DEFAULT_RUN_STALE_HOURS
+    if not (0 < run_hours < float("inf")):
+        raise UsageError(f"--run-stale-hours {run_hours:g} is not a positive number of hours")
+    runs = check_runs(pipeline, run_hours)
+    silent = [tenant for tenant in runs if tenant.stale]
     if args.json:
-        print(json.dumps(freshness.as_dict(), indent=2))
-    elif freshness.stale:
-        for line in freshness.lines():
+        found = freshness.as_dict()
+        found["runs"] = [tenant.as_dict() for tenant in runs]
+        found["ok"] = found["ok"] and not silent
+        print(json.dumps(found, indent=2))
+    elif freshness.stale or silent:
+        for line in [*(tenant.line() for tenant in silent), *freshness.lines()]:
             print(line)
     elif not args.quiet:
         print(freshness.summary())
-    return EXIT_STALE if freshness.stale else EXIT_OK
+    return EXIT_STALE if freshness.stale or silent else EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -137,3 +137,20 @@ def test_run_record_round_trips_through_a_row() -> None:
     (row,) = runs_table(record).to_pylist()
     assert RunRecord.from_row(row) == record
     assert record.as_dict()["started_at"] == "2026-01-01T00:00:00Z"
+
+
+def test_alert_reports_a_silent_loader_from_the_run_log(sim: Simulator, tmp_path: Path) -> None:
+    assert _cli(sim, tmp_path, "load").returncode == 0
+    with duckdb.connect(str(tmp_path / "jobs.duckdb"), read_only=True) as con:
+        (view_rows,) = con.execute("SELECT count(*) FROM avepoint.run_log").fetchone() or (0,)
+    assert view_rows == 1
+
+    fresh = _cli(sim, tmp_path, "alert", "--stale-hours", "100000", "--json")
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    (tenant,) = json.loads(fresh.stdout)["runs"]
+    assert tenant["stale"] is False and tenant["tenant"] is None
+
+    # 0.0001 h = 0.36 s: the run that just ended is older than that once the clock moved on.
+    silent = _cli(sim, tmp_path, "alert", "--stale-hours", "100000", "--run-stale-hours", "0.0001")
+    assert silent.returncode == 6, silent.stdout + silent.stderr
+    assert silent.stdout.startswith("stale: loader: no successful run for ")

@@ -21,10 +21,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from avepoint_dynamics import ConfigError
+from avepoint_dynamics import ConfigError, stop_all
+from avepoint_dynamics.dlt_compat import ask_dlt_steps_to_stop, clear_dlt_stop
 from avepoint_dynamics.model import JobsPage
 from dlt.common.pipeline import LoadInfo
-from dlt.common.runtime import signals
 from dlt.pipeline.pipeline import Pipeline
 
 from .avepoint_pipeline import Target, exclusive_run, make_pipeline, prepare_source, run_in_steps
@@ -104,7 +104,8 @@ def run_tenants(
     """Load every tenant into ``target``, up to ``parallel`` at once; a failing tenant spares the others.
 
     Then the analyst views, once, if any tenant loaded. Ctrl-C or SIGTERM stops the tenants not started,
-    asks the running ones to stop at dlt's next step boundary, waits for them, and is raised again.
+    stops the running ones within seconds (their requests in flight abandoned, dlt's steps at their next
+    boundary), waits for them, and is raised again.
 
     Args:
         tenants: Tenant names (each reads ``[sources.avepoint_dynamics_<name>]``).
@@ -185,11 +186,12 @@ def _side_by_side(
     except BaseException:  # Ctrl-C, SIGTERM: in this (the main) thread only
         for future in futures:
             future.cancel()
-        # dlt's steps check this flag between items, files and jobs: the running tenants stop there.
-        signals.set_received_signal(signal.SIGINT)
-        signals.wake_all()
+        # The tenants' reading stops at once, whatever it has in flight (stopping.py); dlt's steps check
+        # its signal flag between items, files and jobs: the running tenants stop there.
+        stop_all()
+        ask_dlt_steps_to_stop(signal.SIGINT)
         wait(futures)
-        signals.set_received_signal(0)
+        clear_dlt_stop()
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

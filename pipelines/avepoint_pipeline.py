@@ -17,6 +17,13 @@ from typing import Any
 import dlt
 import pyarrow as pa
 from avepoint_dynamics import AvePointError
+from avepoint_dynamics.dlt_compat import (
+    current_load_id,
+    extracted_package_dir,
+    extracted_packages_root,
+    normalized_or_loaded,
+    table_name_meta,
+)
 from avepoint_dynamics.run import REJECTED_TABLE
 from dlt.common.destination.reference import Destination
 from dlt.common.pipeline import LoadInfo
@@ -280,11 +287,8 @@ class FirstOfEachKey:
 
     def _start_of_run(self) -> None:
         """Forget the keys of an earlier run: a source extracted again starts a new load package."""
-        from dlt.common.storages.load_package import load_package_state
-
-        try:
-            load_id = load_package_state()["load_id"]
-        except Exception:  # outside an extraction: one run
+        load_id = current_load_id()
+        if load_id is None:  # outside an extraction: one run
             return
         if load_id != self.load_id:
             self.load_id = load_id
@@ -299,9 +303,8 @@ class FirstOfEachKey:
     def _key_of(self, table_name: str, meta: Any) -> list[str]:
         if table_name not in self.keys:
             from dlt.common.schema.utils import get_columns_names_with_prop
-            from dlt.extract.items import TableNameMeta
 
-            schema = self.resource.compute_table_schema(meta=TableNameMeta(table_name))
+            schema = self.resource.compute_table_schema(meta=table_name_meta(table_name))
             self.keys[table_name] = get_columns_names_with_prop(
                 schema, "primary_key", include_incomplete=True
             )
@@ -316,19 +319,17 @@ def drop_normalized_leftovers(pipeline: Pipeline) -> list[str]:
     later normalize fails on ("No such file or directory: .../normalize/extracted/<id>/schema.json").
     The normalized package holds all of it, so the copy can go.
     """
-    root = Path(pipeline.working_dir)
-    extracted = root / "normalize" / "extracted"
+    extracted = extracted_packages_root(pipeline.working_dir)
     if not extracted.is_dir():
         return []
     done = sorted(
         package.name
         for package in extracted.iterdir()
-        if (root / "load" / "normalized" / package.name).is_dir()
-        or (root / "load" / "loaded" / package.name).is_dir()
+        if normalized_or_loaded(pipeline.working_dir, package.name)
     )
     for load_id in done:
         logger.warning("removing what a killed run left of package %s, normalized already", load_id)
-        shutil.rmtree(extracted / load_id)
+        shutil.rmtree(extracted_package_dir(pipeline.working_dir, load_id))
     return done
 
 

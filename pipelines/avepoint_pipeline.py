@@ -30,6 +30,7 @@ from dlt.common.pipeline import LoadInfo
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.pipeline import Pipeline
 
+from .lease import DEFAULT_LEASE_SECONDS, DestinationLease, dataset_lease
 from .run_log import RunCounts
 from .shared_dataset import dataset_writer, delta_table_turn, retry_schema_races
 from .views import refresh_views_after_load
@@ -70,6 +71,8 @@ class Target:
             ``"%s_staging"``.
         table_format: ``delta``: the filesystem destination writes Delta tables and merges on the
             key (plain Parquet files only take appends). None: plain files.
+        lease_seconds: How long the dataset's lease outlives a run killed without a chance to give it
+            back (:mod:`avepoint_pipelines.lease`); renewed every third of it while the run goes on.
     """
 
     destination: str = "duckdb"
@@ -81,6 +84,7 @@ class Target:
     duckdb_threads: int | None = 1
     staging_dataset_layout: str | None = None
     table_format: str | None = None
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
 
     @property
     def duckdb_file(self) -> str | None:
@@ -370,7 +374,11 @@ def run_load(
     counts = counts if counts is not None else RunCounts()
     source = prepare_source(source, target)
     pipeline = make_pipeline(target)
-    with exclusive_run(pipeline), dataset_writer(target.duckdb_file):
+    tenant = _tenant_of(source)
+    lease = dataset_lease(
+        pipeline, tenant, target.duckdb_file, target.lease_seconds, _command_of(source)
+    )
+    with exclusive_run(pipeline), lease, dataset_writer(target.duckdb_file):
         finish_pending(pipeline)
         counts.before_load(pipeline)
         file_format = load_file_format(target)
@@ -384,7 +392,11 @@ def run_load(
 
 
 def run_in_steps(
-    pipeline: Pipeline, source: Any, target: Target, counts: RunCounts | None = None
+    pipeline: Pipeline,
+    source: Any,
+    target: Target,
+    counts: RunCounts | None = None,
+    lease: DestinationLease | None = None,
 ) -> LoadInfo:
     """What ``pipeline.run`` does, step by step, writing the destination only in its own steps.
 
@@ -393,7 +405,8 @@ def run_in_steps(
     when its schema migration meets another pipeline's. For DuckDB the first and the last step hold the
     file's writer lock (and for Delta tables an in-process turn), so that tenants read their services side
     by side and write one after another.
-    The caller holds the pipeline's run lock.
+    The caller holds the pipeline's run lock and the dataset's lease (``lease``: confirmed before the
+    load, so a run whose lease another run took loads nothing).
     """
     delta_dataset = target.dataset_name if target.table_format else None
     with dataset_writer(target.duckdb_file), delta_table_turn(delta_dataset):
@@ -405,6 +418,28 @@ def run_in_steps(
     pipeline.extract(source, loader_file_format=load_file_format(target))
     pipeline.normalize()
     with dataset_writer(target.duckdb_file), delta_table_turn(delta_dataset):
+        if lease is not None:
+            lease.confirm()
         info = retry_schema_races(pipeline, pipeline.load)
         counts.after_load(pipeline, info)
         return info
+
+
+def _tenant_of(source: Any) -> str | None:
+    """The tenant of an ``avepoint_dynamics`` source (None: the default one, or another source)."""
+    from avepoint_dynamics import jobs_setup
+
+    try:
+        return jobs_setup(source).tenant
+    except (AttributeError, KeyError):
+        return None
+
+
+def _command_of(source: Any) -> str:
+    """``backfill`` or ``load``, for the message a run kept waiting shows."""
+    from avepoint_dynamics import jobs_setup
+
+    try:
+        return "a backfill" if jobs_setup(source).query.is_backfill else "a load"
+    except (AttributeError, KeyError):
+        return "a run"

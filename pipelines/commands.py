@@ -395,8 +395,11 @@ def cmd_reset(args: argparse.Namespace) -> int:
     from dlt.pipeline.helpers import pipeline_drop
 
     from .avepoint_pipeline import exclusive_run
+    from .lease import dataset_lease
 
-    with exclusive_run(pipeline):
+    target = tenant_target(_target(args), tenant) if tenant else _target(args)
+    lease = dataset_lease(pipeline, tenant, target.duckdb_file, target.lease_seconds, "a reset")
+    with exclusive_run(pipeline), lease:
         pipeline.sync_destination()  # the state lives in the destination too: forget it there
         if tenant:
             pipeline_drop(

@@ -28,6 +28,7 @@ from dlt.common.pipeline import LoadInfo
 from dlt.pipeline.pipeline import Pipeline
 
 from .avepoint_pipeline import Target, exclusive_run, make_pipeline, prepare_source, run_in_steps
+from .lease import dataset_lease
 from .run_log import RunCounts
 from .shared_dataset import dataset_writer
 from .tenants import checked_tenants, tenant_source, tenant_target
@@ -78,7 +79,9 @@ def run_tenant(
     """Load one tenant through its own pipeline (``<pipeline>_<tenant>``) into ``target``'s dataset.
 
     The source is built first (a config error costs nothing), then the tenant's run lock is taken
-    (:class:`~avepoint_pipelines.avepoint_pipeline.PipelineBusy` when a run of this tenant is on).
+    (:class:`~avepoint_pipelines.avepoint_pipeline.PipelineBusy` when a run of this tenant is on in
+    this working folder) and its lease in the dataset (:class:`~avepoint_pipelines.lease.DatasetBusy`
+    when a run of this tenant is on anywhere else).
     The analyst views are left to the caller: once after all tenants.
 
     Raises:
@@ -88,8 +91,12 @@ def run_tenant(
     source = prepare_source(tenant_source(tenant, on_page=on_page, **source_args), into)
     pipeline = make_pipeline(into)
     counts = counts if counts is not None else RunCounts(tenant)
-    with exclusive_run(pipeline):
-        return run_in_steps(pipeline, source, into, counts)
+    command = "a backfill" if source_args.get("end_time") is not None else "a load"
+    with (
+        exclusive_run(pipeline),
+        dataset_lease(pipeline, tenant, into.duckdb_file, into.lease_seconds, command) as lease,
+    ):
+        return run_in_steps(pipeline, source, into, counts, lease)
 
 
 def run_tenants(

@@ -46,7 +46,9 @@ def _stalled_then_stopped(sim: Simulator, process: subprocess.Popen[str], signum
         sent = time.monotonic()
         process.send_signal(signum)
         _, process.stderr_text = process.communicate(timeout=120)  # type: ignore[attr-defined]
-        return time.monotonic() - sent
+        took = time.monotonic() - sent
+        print(f"stopped {took:.2f} s after the signal")
+        return took
     finally:
         if process.poll() is None:
             process.kill()

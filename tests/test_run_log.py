@@ -154,3 +154,19 @@ def test_alert_reports_a_silent_loader_from_the_run_log(sim: Simulator, tmp_path
     silent = _cli(sim, tmp_path, "alert", "--stale-hours", "100000", "--run-stale-hours", "0.0001")
     assert silent.returncode == 6, silent.stdout + silent.stderr
     assert silent.stdout.startswith("stale: loader: no successful run for ")
+
+
+def test_the_report_shows_the_last_completed_load(loader: Loader, tmp_path: Path) -> None:
+    from avepoint_pipelines.report import write_report
+    from avepoint_pipelines.report_data import read_report_data
+
+    loader.load()
+    loader.load()
+    from datetime import UTC
+
+    ((newest,),) = loader.query(f"SELECT max(finished_at) FROM {RUNS_TABLE}")
+    data = read_report_data(loader.duckdb_path)
+    assert data.runs == 2 and data.last_run_at == newest
+    page = write_report(str(loader.duckdb_path), str(tmp_path / "report.html")).read_text()
+    assert "Last completed load (UTC; 2 in the run log)" in page
+    assert f"{newest.astimezone(UTC):%Y-%m-%d %H:%M}" in page

@@ -196,8 +196,37 @@ class JobsRun:
             cursor = max(cursor, before.cursor)  # a cursor never moves back
         state = tracker.after(cursor, now, filters)
         state.save(self.state)
+        self._complete_record(reader, client, tokens, tracker, before, state, selects, started)
         stats = reader.stats
-        record = self.record
+        logger.info(
+            "read %s in %s (%s, %s, %s re-read); following %d open and %d set-aside jobs; "
+            "%d rejected this run",
+            _count(stats.jobs, "job"),
+            _count(stats.pages, "page"),
+            _count(client.requests_sent, "request"),
+            _count(tokens.tokens_fetched if tokens is not None else 0, "token"),
+            _count(stats.rereads, "window"),
+            len(state.open_jobs),
+            len(state.rejected_jobs) + len(state.rejected_windows),
+            tracker.rejected,
+        )
+        if self.on_run is not None:
+            self.on_run(self.record)
+        yield dlt.mark.with_table_name(runs_table(self.record), RUNS_TABLE)
+
+    def _complete_record(
+        self,
+        reader: WindowReader,
+        client: PageSource,
+        tokens: TokenProvider | None,
+        tracker: RunTracker,
+        before: FollowState,
+        state: FollowState,
+        selects: str,
+        started: float,
+    ) -> None:
+        """What the run did, for its row of the run log (``jobs_deleted`` was counted as it went)."""
+        record, stats = self.record, reader.stats
         record.jobs_read, record.pages = stats.jobs, stats.pages
         record.jobs_yielded = self.claim.distinct_jobs() - record.jobs_deleted
         record.jobs_rejected = tracker.rejected
@@ -214,21 +243,6 @@ class JobsRun:
         finished = client.clock.now()
         record.finished_at = finished
         record.started_at = finished - timedelta(seconds=time.monotonic() - started)
-        if self.on_run is not None:
-            self.on_run(record)
-        yield dlt.mark.with_table_name(runs_table(record), RUNS_TABLE)
-        logger.info(
-            "read %s in %s (%s, %s, %s re-read); following %d open and %d set-aside jobs; "
-            "%d rejected this run",
-            _count(stats.jobs, "job"),
-            _count(stats.pages, "page"),
-            _count(client.requests_sent, "request"),
-            _count(tokens.tokens_fetched if tokens is not None else 0, "token"),
-            _count(stats.rereads, "window"),
-            len(state.open_jobs),
-            len(state.rejected_jobs) + len(state.rejected_windows),
-            tracker.rejected,
-        )
 
     def _findings(self, client: PageSource) -> ServiceFindings | None:
         """How the service reads requests: from the source's state, or learnt now (first run, or stale)."""

@@ -254,7 +254,8 @@ def dataset_lease(
     """
     destination = pipeline.destination
     if destination is None or destination.destination_name in NO_LEASE:
-        logger.warning(
+        # Every run says it (an INFO line: not a fault of this run, and -q keeps quiet about it).
+        logger.info(
             "the %s destination cannot hold a lease: runs into dataset %r are kept apart only within "
             "this working folder (%s)",
             destination.destination_name if destination else "?",

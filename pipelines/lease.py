@@ -52,6 +52,20 @@ class DatasetBusy(AvePointError):
     exit_code = 75  # like PipelineBusy: a temporary failure, try again later
 
 
+class LeaseStepFailed(Exception):
+    """The destination failed while the run took its lease (before anything was read).
+
+    Shaped like dlt's ``PipelineStepFailed`` (``pipeline``, ``step``, ``exception``), so a failure is
+    described the same way: the destination, the step, what it said, the settings to check.
+    """
+
+    def __init__(self, pipeline: Pipeline, error: BaseException) -> None:
+        super().__init__(f"the destination failed while taking the lease: {error}")
+        self.pipeline = pipeline
+        self.step = "lease"
+        self.exception = error
+
+
 class LeaseLost(AvePointError):
     """The lease expired while the run held it and another run took it: this run loaded nothing."""
 
@@ -265,7 +279,12 @@ def dataset_lease(
         yield None
         return
     lease = DestinationLease(pipeline, tenant, duckdb_path, seconds, command)
-    lease.acquire()
+    try:
+        lease.acquire()
+    except AvePointError:
+        raise
+    except Exception as error:  # the destination's driver: unreachable, refused, no permission
+        raise LeaseStepFailed(pipeline, error) from error
     try:
         yield lease
     finally:

@@ -360,9 +360,11 @@ def run_load(
 ) -> LoadInfo:
     """Extract, normalize and load ``source`` into ``target``; finishes a crashed run's package first.
 
-    Holds the pipeline's run lock throughout (:func:`exclusive_run`), and for DuckDB the file's writer
-    lock (:func:`~avepoint_pipelines.shared_dataset.dataset_writer`: a tenant loading into the same file
-    waits). After the load, the analyst views (:mod:`avepoint_pipelines.views`) are created or replaced.
+    Holds the pipeline's run lock throughout (:func:`exclusive_run`), the dataset's lease
+    (:func:`~avepoint_pipelines.lease.dataset_lease`, confirmed again before the load), and for DuckDB the
+    file's writer lock (:func:`~avepoint_pipelines.shared_dataset.dataset_writer`: a tenant loading into
+    the same file waits). After the load, the analyst views (:mod:`avepoint_pipelines.views`) are created
+    or replaced.
 
     Args:
         source: The ``avepoint_dynamics`` source.
@@ -378,13 +380,17 @@ def run_load(
     lease = dataset_lease(
         pipeline, tenant, target.duckdb_file, target.lease_seconds, _command_of(source)
     )
-    with exclusive_run(pipeline), lease, dataset_writer(target.duckdb_file):
+    with exclusive_run(pipeline), lease as held, dataset_writer(target.duckdb_file):
         finish_pending(pipeline)
+        # What pipeline.run does, in its order, with the lease confirmed before the load.
+        if pipeline.config.restore_from_destination:
+            pipeline.sync_destination()
         counts.before_load(pipeline)
-        file_format = load_file_format(target)
-        info = retry_schema_races(
-            pipeline, lambda: pipeline.run(source, loader_file_format=file_format)
-        )
+        pipeline.extract(source, loader_file_format=load_file_format(target))
+        pipeline.normalize()
+        if held is not None:
+            held.confirm()
+        info = retry_schema_races(pipeline, pipeline.load)
         counts.after_load(pipeline, info)
         # The views follow the table's columns (a tenant column may appear): recreate them after every load.
         refresh_views_after_load(pipeline)

@@ -160,3 +160,29 @@ def test_a_lease_held_on_another_host_expires(tmp_path: Path) -> None:
 
     wait_until(taken, "the silent host's lease to expire", timeout_s=30, interval_s=0.5)
     here.release()
+
+
+def test_a_run_whose_lease_was_taken_loads_nothing(tmp_path: Path) -> None:
+    """Its renewals failed until the lease expired and another run took it: the check before the load says so."""
+    from avepoint_pipelines.lease import LeaseLost
+
+    target = Target(duckdb_path=str(tmp_path / "jobs.duckdb"), pipelines_dir=str(tmp_path / "a"))
+    stalled = DestinationLease(make_pipeline(target), None, target.duckdb_file, seconds=1)
+    stalled.acquire()
+    stalled._stop.set()  # its renewals stop (a host cut off from the destination)
+    other_target = replace(target, pipelines_dir=str(tmp_path / "b"))
+    other = DestinationLease(make_pipeline(other_target), None, target.duckdb_file, seconds=60)
+
+    def taken() -> bool:
+        try:
+            other.acquire()
+        except DatasetBusy:
+            return False
+        return True
+
+    wait_until(taken, "the stalled lease to expire", timeout_s=30, interval_s=0.5)
+    with pytest.raises(LeaseLost, match="another run took it; nothing was loaded"):
+        stalled.confirm()
+    stalled.release()  # leaves the other run's lease alone
+    other.confirm()
+    other.release()

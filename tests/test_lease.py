@@ -8,6 +8,7 @@ away with exit 75 while the first holds the lease, another tenant is not, and a 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -20,7 +21,7 @@ from avepoint_pipelines.avepoint_pipeline import Target, make_pipeline
 from avepoint_pipelines.lease import DatasetBusy, DestinationLease
 from avepoint_simulator import Simulator
 
-from .conftest import config_env
+from .conftest import Loader, config_env
 from .test_destinations import PostgresServer, postgres_server  # noqa: F401 (a fixture)
 from .waiting import wait_until
 
@@ -186,3 +187,38 @@ def test_a_run_whose_lease_was_taken_loads_nothing(tmp_path: Path) -> None:
     stalled.release()  # leaves the other run's lease alone
     other.confirm()
     other.release()
+
+
+def test_a_dagster_run_is_turned_away_while_another_host_writes(
+    sim: Simulator, loader: Loader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dagster's own working folder: the dataset's lease still keeps it apart from a run elsewhere."""
+    if importlib.util.find_spec("dagster_dlt") is None:
+        pytest.skip("dagster-dlt is not installed: pip install -e '.[dagster]'")
+    import dagster as dg
+    from avepoint_pipelines import dagster_defs
+
+    from .test_orchestrators import source_env
+
+    for name, value in source_env(sim, loader).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AVEPOINT_PIPELINES_DIR", str(loader.workdir / "dagster"))
+    elsewhere = DestinationLease(
+        make_pipeline(loader.target()), None, str(loader.duckdb_path), seconds=600
+    )
+    elsewhere.host = "another-host"
+    elsewhere.acquire()
+    try:
+        defs = dagster_defs.defs()
+        assert defs.assets is not None and defs.resources is not None
+        result = dg.materialize(list(defs.assets), resources=defs.resources, raise_on_error=False)
+        assert not result.success
+        failure = result.failure_data_for_node("avepoint_dynamics")
+        assert failure is not None and failure.error is not None
+        assert "is being written by a run (pid" in str(failure.error.to_string())
+        assert "another-host" in str(failure.error.to_string())
+        assert sim.stats()["jobs_requests"] == 0  # turned away before reading anything
+    finally:
+        elsewhere.release()
+    result = dg.materialize(list(dagster_defs.defs().assets or []), resources=defs.resources)
+    assert result.success

@@ -377,6 +377,8 @@ def run_load(
     source = prepare_source(source, target)
     pipeline = make_pipeline(target)
     tenant = _tenant_of(source)
+    # Count the tenant's rows only: other tenants may load into the table meanwhile.
+    counts.tenant = counts.tenant or tenant
     lease = dataset_lease(
         pipeline, tenant, target.duckdb_file, target.lease_seconds, _command_of(source)
     )

@@ -170,3 +170,14 @@ def test_the_report_shows_the_last_completed_load(loader: Loader, tmp_path: Path
     page = write_report(str(loader.duckdb_path), str(tmp_path / "report.html")).read_text()
     assert "Last completed load (UTC; 2 in the run log)" in page
     assert f"{newest.astimezone(UTC):%Y-%m-%d %H:%M}" in page
+
+
+def test_counts_are_the_tenants_own_in_a_shared_table(loader: Loader, sim: Simulator) -> None:
+    total = len(sim.world.ground_truth())
+    for tenant in ("alpha", "bravo"):
+        counts = RunCounts()
+        run_load(loader.source(tenant=tenant), loader.target(), counts)
+        assert counts.record is not None and counts.record.tenant == tenant
+        assert (counts.record.jobs_inserted, counts.record.jobs_updated) == (total, 0)
+    rows = loader.query(f"SELECT tenant, jobs_inserted FROM {RUNS_TABLE} ORDER BY tenant")
+    assert rows == [("alpha", total), ("bravo", total)]

@@ -23,6 +23,7 @@ from avepoint_simulator import Simulator
 
 from .conftest import Loader, config_env
 from .test_destinations import PostgresServer, postgres_server  # noqa: F401 (a fixture)
+from .test_orchestrators import airflow_python  # noqa: F401 (a fixture)
 from .waiting import wait_until
 
 
@@ -222,3 +223,55 @@ def test_a_dagster_run_is_turned_away_while_another_host_writes(
         elsewhere.release()
     result = dg.materialize(list(dagster_defs.defs().assets or []), resources=defs.resources)
     assert result.success
+
+
+def test_an_airflow_run_is_turned_away_while_another_host_writes(
+    sim: Simulator,
+    loader: Loader,
+    tmp_path: Path,
+    airflow_python: Path,  # noqa: F811
+) -> None:
+    """Airflow's task has a fresh working folder each time: only the dataset's lease keeps it apart."""
+    from .test_orchestrators import DAG_FILE, source_env
+
+    home = tmp_path / "airflow"
+    (home / "dags").mkdir(parents=True)
+    (home / "dags" / "avepoint_dynamics_dag.py").write_text(DAG_FILE)
+    env = {
+        **os.environ,
+        **source_env(sim, loader),
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AVEPOINT_STALE_HOURS": "8760",
+    }
+    airflow = str(airflow_python.parent / "airflow")
+
+    def dags_test() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [airflow, "dags", "test", "avepoint_dynamics_jobs"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    migrated = subprocess.run(
+        [airflow, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert migrated.returncode == 0, migrated.stderr[-3000:]
+    elsewhere = DestinationLease(
+        make_pipeline(loader.target()), None, str(loader.duckdb_path), seconds=600
+    )
+    elsewhere.host = "another-host"
+    elsewhere.acquire()
+    try:
+        turned = dags_test()
+        assert "is being written by a run (pid" in turned.stdout + turned.stderr
+        assert sim.stats()["jobs_requests"] == 0  # turned away before reading anything
+    finally:
+        elsewhere.release()
+    done = dags_test()
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert sim.stats()["jobs_requests"] > 0

@@ -67,6 +67,7 @@ from .avepoint_pipeline import (
 )
 from .failures import describe_failure
 from .freshness import StaleBackups, check_freshness, stale_hours_from_env
+from .lease import dataset_lease
 from .shared_dataset import dataset_writer
 from .tenant_runs import run_tenant
 from .tenants import checked_tenants, configured_tenants
@@ -228,12 +229,32 @@ def build_dag(tenants: list[str] | None = None) -> DAG:
             on_before_run=log_dlt_to_stdout,
             retries=0,
         )
+        _inside_the_lease(load[0], target)
         views = PythonOperator(
             task_id="analyst_views", python_callable=refresh_views, op_args=[target], retries=0
         )
         load[-1] >> views
         _alert_after(views, target)
     return dag
+
+
+def _inside_the_lease(task: Any, target: Target) -> None:
+    """dlt's run task, run inside the dataset's lease: one writer per dataset wherever runs start.
+
+    Each task has a fresh working folder, so only the lease in the destination keeps a CLI backfill or a
+    run on another host apart from it (:mod:`avepoint_pipelines.lease`).
+    """
+    run = task.python_callable
+
+    # No parameters: Airflow passes its context only to a callable that asks for it, and dlt's does not.
+    def leased() -> Any:
+        lease = dataset_lease(
+            make_pipeline(target), None, target.duckdb_file, target.lease_seconds, "an Airflow run"
+        )
+        with lease:
+            return run()
+
+    task.python_callable = leased
 
 
 def _map_tenants(group: PipelineTasksGroup, target: Target, tenants: list[str]) -> None:

@@ -17,6 +17,13 @@ from typing import Any
 import dlt
 import pyarrow as pa
 from avepoint_dynamics import AvePointError
+from avepoint_dynamics.dlt_compat import (
+    current_load_id,
+    extracted_package_dir,
+    extracted_packages_root,
+    normalized_or_loaded,
+    table_name_meta,
+)
 from avepoint_dynamics.incremental import set_aside_count
 from avepoint_dynamics.run import REJECTED_TABLE
 from dlt.common.destination.reference import Destination
@@ -24,6 +31,8 @@ from dlt.common.pipeline import LoadInfo
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.pipeline import Pipeline
 
+from .lease import DEFAULT_LEASE_SECONDS, DestinationLease, dataset_lease
+from .run_log import RunCounts
 from .shared_dataset import dataset_writer, delta_table_turn, retry_schema_races
 from .table_filters import keep_only_the_runs_filters
 from .views import refresh_views_after_load
@@ -64,6 +73,8 @@ class Target:
             ``"%s_staging"``.
         table_format: ``delta``: the filesystem destination writes Delta tables and merges on the
             key (plain Parquet files only take appends). None: plain files.
+        lease_seconds: How long the dataset's lease outlives a run killed without a chance to give it
+            back (:mod:`avepoint_pipelines.lease`); renewed every third of it while the run goes on.
     """
 
     destination: str = "duckdb"
@@ -75,6 +86,7 @@ class Target:
     duckdb_threads: int | None = 1
     staging_dataset_layout: str | None = None
     table_format: str | None = None
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
 
     @property
     def duckdb_file(self) -> str | None:
@@ -281,11 +293,8 @@ class FirstOfEachKey:
 
     def _start_of_run(self) -> None:
         """Forget the keys of an earlier run: a source extracted again starts a new load package."""
-        from dlt.common.storages.load_package import load_package_state
-
-        try:
-            load_id = load_package_state()["load_id"]
-        except Exception:  # outside an extraction: one run
+        load_id = current_load_id()
+        if load_id is None:  # outside an extraction: one run
             return
         if load_id != self.load_id:
             self.load_id = load_id
@@ -300,9 +309,8 @@ class FirstOfEachKey:
     def _key_of(self, table_name: str, meta: Any) -> list[str]:
         if table_name not in self.keys:
             from dlt.common.schema.utils import get_columns_names_with_prop
-            from dlt.extract.items import TableNameMeta
 
-            schema = self.resource.compute_table_schema(meta=TableNameMeta(table_name))
+            schema = self.resource.compute_table_schema(meta=table_name_meta(table_name))
             self.keys[table_name] = get_columns_names_with_prop(
                 schema, "primary_key", include_incomplete=True
             )
@@ -317,19 +325,17 @@ def drop_normalized_leftovers(pipeline: Pipeline) -> list[str]:
     later normalize fails on ("No such file or directory: .../normalize/extracted/<id>/schema.json").
     The normalized package holds all of it, so the copy can go.
     """
-    root = Path(pipeline.working_dir)
-    extracted = root / "normalize" / "extracted"
+    extracted = extracted_packages_root(pipeline.working_dir)
     if not extracted.is_dir():
         return []
     done = sorted(
         package.name
         for package in extracted.iterdir()
-        if (root / "load" / "normalized" / package.name).is_dir()
-        or (root / "load" / "loaded" / package.name).is_dir()
+        if normalized_or_loaded(pipeline.working_dir, package.name)
     )
     for load_id in done:
         logger.warning("removing what a killed run left of package %s, normalized already", load_id)
-        shutil.rmtree(extracted / load_id)
+        shutil.rmtree(extracted_package_dir(pipeline.working_dir, load_id))
     return done
 
 
@@ -351,29 +357,58 @@ def finish_pending(pipeline: Pipeline) -> bool:
     return True
 
 
-def run_load(source: Any, target: Target | None = None) -> LoadInfo:
+def run_load(
+    source: Any, target: Target | None = None, counts: RunCounts | None = None
+) -> LoadInfo:
     """Extract, normalize and load ``source`` into ``target``; finishes a crashed run's package first.
 
-    Holds the pipeline's run lock throughout (:func:`exclusive_run`), and for DuckDB the file's writer
-    lock (:func:`~avepoint_pipelines.shared_dataset.dataset_writer`: a tenant loading into the same file
-    waits). After the load, the analyst views (:mod:`avepoint_pipelines.views`) are created or replaced.
+    Holds the pipeline's run lock throughout (:func:`exclusive_run`), the dataset's lease
+    (:func:`~avepoint_pipelines.lease.dataset_lease`, confirmed again before the load), and for DuckDB the
+    file's writer lock (:func:`~avepoint_pipelines.shared_dataset.dataset_writer`: a tenant loading into
+    the same file waits). After the load, the analyst views (:mod:`avepoint_pipelines.views`) are created
+    or replaced.
+
+    Args:
+        source: The ``avepoint_dynamics`` source.
+        target: Where the jobs go (default: the DuckDB file ``avepoint_dynamics.duckdb``).
+        counts: Counts what the load inserted and updated, into the run's ``_avepoint_runs`` row
+            (default: counted too; pass one to read ``counts.record`` after the run).
     """
     target = target or Target()
+    counts = counts if counts is not None else RunCounts()
     source = prepare_source(source, target)
     pipeline = make_pipeline(target)
-    with exclusive_run(pipeline), dataset_writer(target.duckdb_file):
+    tenant = _tenant_of(source)
+    # Count the tenant's rows only: other tenants may load into the table meanwhile.
+    counts.tenant = counts.tenant or tenant
+    lease = dataset_lease(
+        pipeline, tenant, target.duckdb_file, target.lease_seconds, _command_of(source)
+    )
+    with exclusive_run(pipeline), lease as held, dataset_writer(target.duckdb_file):
         finish_pending(pipeline)
-        file_format = load_file_format(target)
-        info = retry_schema_races(
-            pipeline, lambda: pipeline.run(source, loader_file_format=file_format)
-        )
+        # What pipeline.run does, in its order, with the lease confirmed before the load.
+        if pipeline.config.restore_from_destination:
+            pipeline.sync_destination()
+        counts.before_load(pipeline)
+        pipeline.extract(source, loader_file_format=load_file_format(target))
+        pipeline.normalize()
+        if held is not None:
+            held.confirm()
+        info = retry_schema_races(pipeline, pipeline.load)
         keep_only_the_runs_filters(pipeline, source)
+        counts.after_load(pipeline, info)
         # The views follow the table's columns (a tenant column may appear): recreate them after every load.
         refresh_views_after_load(pipeline)
     return info
 
 
-def run_in_steps(pipeline: Pipeline, source: Any, target: Target) -> LoadInfo:
+def run_in_steps(
+    pipeline: Pipeline,
+    source: Any,
+    target: Target,
+    counts: RunCounts | None = None,
+    lease: DestinationLease | None = None,
+) -> LoadInfo:
     """What ``pipeline.run`` does, step by step, writing the destination only in its own steps.
 
     Restore the state from the destination (when the local one is older or gone) and finish a package a
@@ -381,16 +416,42 @@ def run_in_steps(pipeline: Pipeline, source: Any, target: Target) -> LoadInfo:
     when its schema migration meets another pipeline's. For DuckDB the first and the last step hold the
     file's writer lock (and for Delta tables an in-process turn), so that tenants read their services side
     by side and write one after another.
-    The caller holds the pipeline's run lock.
+    The caller holds the pipeline's run lock and the dataset's lease (``lease``: confirmed before the
+    load, so a run whose lease another run took loads nothing).
     """
     delta_dataset = target.dataset_name if target.table_format else None
     with dataset_writer(target.duckdb_file), delta_table_turn(delta_dataset):
         if pipeline.config.restore_from_destination:
             pipeline.sync_destination()
         finish_pending(pipeline)
+        counts = counts if counts is not None else RunCounts()
+        counts.before_load(pipeline)
     pipeline.extract(source, loader_file_format=load_file_format(target))
     pipeline.normalize()
     with dataset_writer(target.duckdb_file), delta_table_turn(delta_dataset):
+        if lease is not None:
+            lease.confirm()
         info = retry_schema_races(pipeline, pipeline.load)
         keep_only_the_runs_filters(pipeline, source)
+        counts.after_load(pipeline, info)
         return info
+
+
+def _tenant_of(source: Any) -> str | None:
+    """The tenant of an ``avepoint_dynamics`` source (None: the default one, or another source)."""
+    from avepoint_dynamics import jobs_setup
+
+    try:
+        return jobs_setup(source).tenant
+    except (AttributeError, KeyError):
+        return None
+
+
+def _command_of(source: Any) -> str:
+    """``backfill`` or ``load``, for the message a run kept waiting shows."""
+    from avepoint_dynamics import jobs_setup
+
+    try:
+        return "a backfill" if jobs_setup(source).query.is_backfill else "a load"
+    except (AttributeError, KeyError):
+        return "a run"

@@ -43,6 +43,7 @@ from .failures import (
     describe_failure,
 )
 from .report import DEFAULT_DAYS, DEFAULT_REPORT
+from .run_freshness import DEFAULT_RUN_STALE_HOURS
 from .source_options import API, FIRST_LOAD, READING, add_source_options
 from .views import DEFAULT_STALE_AFTER_HOURS
 
@@ -149,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help="with --destination filesystem: write Delta tables, merged on the job id "
             "(needs the lakehouse extra; default: Parquet files, one row per job per load)",
+        )
+        command.add_argument(
+            "--json",
+            action="store_true",
+            help="print the run's outcome as one JSON object on stdout: what was read, inserted, "
+            "updated, deleted, set aside, requests, retries, cursors, load id (default: one line)",
         )
         command.add_argument(
             "--fail-on-rejected",
@@ -305,6 +312,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"no successful backup for longer than this is stale (default: the view's, "
         f"{DEFAULT_STALE_AFTER_HOURS:g})",
+    )
+    alert.add_argument(
+        "--run-stale-hours",
+        metavar="HOURS",
+        type=float,
+        default=None,
+        help="no load completed for longer than this (the run log, _avepoint_runs) is stale too: "
+        f"a silent loader (default: {DEFAULT_RUN_STALE_HOURS:g})",
     )
     alert.add_argument(
         "--organization",

@@ -18,6 +18,7 @@ from typing import TypeVar
 
 from avepoint_dynamics import (
     ConfigError,
+    RunRecord,
     avepoint_dynamics,
     check_config_keys,
     check_connection,
@@ -43,6 +44,7 @@ from .failures import (
     describe_failure,
 )
 from .report import ReportError, write_report
+from .run_log import RunCounts
 from .source_options import source_args
 from .tenants import tenant_target
 
@@ -112,21 +114,63 @@ def cmd_load(args: argparse.Namespace) -> int:
     if tenants:
         return _load_tenants(args, tenants)
     check_config_keys()
-    progress = Progress(args.live, quiet=args.quiet)
+    progress = Progress(args.live, quiet=args.quiet or args.json)
+    counts = RunCounts(fail_on_rejected=args.fail_on_rejected)
+    read: list[RunRecord] = []
+    started = datetime.now(UTC)
     try:
-        source = avepoint_dynamics(**source_args(args), on_page=progress)
-        info = run_load(source, _target(args))
+        source = avepoint_dynamics(**source_args(args), on_page=progress, on_run=read.append)
+        info = run_load(source, _target(args), counts)
+    except (Exception, KeyboardInterrupt) as error:
+        if args.json:
+            _print_json(_failed_record(error, read, started))
+        raise
     finally:
         progress.close()
     rejected = rejected_jobs(info)
-    if not args.quiet:
+    record = counts.record or (read[-1] if read else RunRecord())
+    code = _rejected_outcome(rejected, args)
+    if args.json:
+        if counts.record is None:  # a destination without SQL: what the run itself knows
+            record.outcome, record.exit_code = ("ok" if code == EXIT_OK else "rejected"), code
+        _print_json(record)
+    elif not args.quiet:
         packages = len(getattr(info, "loads_ids", []) or [])
         print(
-            f"loaded {plural(progress.jobs, 'job')} from {plural(progress.pages, 'page')} into "
+            f"{_summary(record, counts.record is not None)} into "
             f"{info.destination_name}:{info.dataset_name} ({plural(packages, 'package')})"
             + (f"; {plural(rejected, 'job')} set aside in jobs_rejected" if rejected else "")
         )
-    return _rejected_outcome(rejected, args)
+    return code
+
+
+def _summary(record: RunRecord, counted: bool) -> str:
+    """``read 3,000 jobs from 30 pages; loaded 120 (100 new, 20 updated, 0 deleted)``."""
+    read = f"read {plural(record.jobs_read, 'job')} from {plural(record.pages, 'page')}"
+    if not counted or record.jobs_inserted is None or record.jobs_updated is None:
+        return f"{read}; loaded {plural(record.jobs_yielded, 'job')} (rows not counted here)"
+    written = record.jobs_inserted + record.jobs_updated
+    return (
+        f"{read}; loaded {plural(written, 'job')} ({record.jobs_inserted:,} new, "
+        f"{record.jobs_updated:,} updated, {record.jobs_deleted:,} deleted)"
+    )
+
+
+def _print_json(record: RunRecord) -> None:
+    print(json.dumps(record.as_dict(), indent=2))
+
+
+def _failed_record(error: BaseException, read: list[RunRecord], started: datetime) -> RunRecord:
+    """A failed run's record for ``--json``: what it read if it got that far, its exit code, no load."""
+    _, code = describe_failure(error)
+    record = read[-1] if read else RunRecord()
+    record.outcome = {130: "interrupted", 143: "terminated", 75: "busy"}.get(code, "failed")
+    record.exit_code = code
+    record.load_id = None  # nothing was loaded: a run that fails writes no row
+    record.jobs_inserted = record.jobs_updated = None
+    if record.started_at is None:
+        record.started_at = started  # this machine's clock: the service never answered
+    return record
 
 
 def _tenants_of(args: argparse.Namespace) -> list[str]:
@@ -181,32 +225,46 @@ def _load_tenants(args: argparse.Namespace, tenants: list[str]) -> int:
     progress: dict[str, TenantProgress] = {}
 
     def watch(tenant: str) -> TenantProgress:
-        progress[tenant] = TenantProgress(args.live, quiet=args.quiet, label=tenant)
+        progress[tenant] = TenantProgress(args.live, quiet=args.quiet or args.json, label=tenant)
         return progress[tenant]
 
     shared = {k: v for k, v in source_args(args).items() if k != "tenant"}
     try:
         results = run_tenants(
-            tenants, _target(args), parallel=args.parallel or 1, watch=watch, **shared
+            tenants,
+            _target(args),
+            parallel=args.parallel or 1,
+            watch=watch,
+            fail_on_rejected=args.fail_on_rejected,
+            **shared,
         )
     finally:
         args.live.finish()
     worst = EXIT_OK
+    records: list[dict[str, object]] = []
     for result in results:
         if result.ok:
             rejected = rejected_jobs(result.load_info, result.tenant)
-            if not args.quiet:
-                read = progress[result.tenant]
+            record = result.counts.record if result.counts else None
+            if not args.quiet and not args.json:
                 info = result.load_info
                 aside = (
                     f"; {plural(rejected, 'job')} set aside in jobs_rejected" if rejected else ""
                 )
+                if record is None:
+                    read = progress[result.tenant]
+                    record = RunRecord(jobs_read=read.jobs, pages=read.pages)
+                summary = _summary(
+                    record, result.counts is not None and result.counts.record is not None
+                )
                 print(
-                    f"tenant {result.tenant}: loaded {plural(read.jobs, 'job')} from "
-                    f"{plural(read.pages, 'page')} into {info.destination_name}:{info.dataset_name} "
+                    f"tenant {result.tenant}: {summary} into "
+                    f"{info.destination_name}:{info.dataset_name} "
                     f"in {result.seconds:,.1f} s{aside}"
                 )
-            worst = max(worst, _rejected_outcome(rejected, args, result.tenant))
+            code = _rejected_outcome(rejected, args, result.tenant)
+            worst = max(worst, code)
+            records.append((record or RunRecord(tenant=result.tenant, exit_code=code)).as_dict())
             continue
         assert result.error is not None
         message, code = describe_failure(result.error)
@@ -215,6 +273,10 @@ def _load_tenants(args: argparse.Namespace, tenants: list[str]) -> int:
             for line in chain_lines(result.error):
                 print(f"  {line}", file=sys.stderr)
         worst = max(worst, code)
+        records.append(RunRecord(tenant=result.tenant, outcome="failed", exit_code=code).as_dict())
+    if args.json:
+        outcome = "ok" if worst == EXIT_OK else "failed"
+        print(json.dumps({"outcome": outcome, "exit_code": worst, "tenants": records}, indent=2))
     return worst
 
 
@@ -420,12 +482,14 @@ def _forget(target: Target, tenant: str | None) -> bool:
     from dlt.pipeline.helpers import pipeline_drop
 
     from .avepoint_pipeline import exclusive_run
+    from .lease import dataset_lease
 
     on_disk = target.destination == "duckdb" and os.path.exists(target.duckdb_path)
     if not _has_working_folder(target) and not on_disk:
         return False  # never loaded here: nothing to forget, and no folder created for it
     pipeline = make_pipeline(target)
-    with exclusive_run(pipeline):
+    lease = dataset_lease(pipeline, tenant, target.duckdb_file, target.lease_seconds, "a reset")
+    with exclusive_run(pipeline), lease:
         try:
             pipeline.sync_destination()  # the state lives in the destination too: forget it there
         except PipelineNeverRan:
@@ -445,6 +509,7 @@ def _forget(target: Target, tenant: str | None) -> bool:
 def cmd_alert(args: argparse.Namespace) -> int:
     """Exit 6 with one line per organization whose last successful backup is older than the threshold."""
     from .freshness import EXIT_STALE, check_freshness, organization_names
+    from .run_freshness import DEFAULT_RUN_STALE_HOURS, check_runs
 
     target = _target(args)
     if target.destination == "duckdb" and not os.path.exists(target.duckdb_path):
@@ -454,23 +519,32 @@ def cmd_alert(args: argparse.Namespace) -> int:
         )
     if args.stale_hours is not None and not (0 < args.stale_hours < float("inf")):
         raise UsageError(f"--stale-hours {args.stale_hours:g} is not a positive number of hours")
+    pipeline = make_pipeline(target)
     freshness = _while_not_busy(
         lambda: check_freshness(
-            make_pipeline(target),
+            pipeline,
             stale_after_hours=args.stale_hours,
             organizations=organization_names(args.organization or []),
         ),
         target,
         args.wait,
     )
+    run_hours = args.run_stale_hours or DEFAULT_RUN_STALE_HOURS
+    if not (0 < run_hours < float("inf")):
+        raise UsageError(f"--run-stale-hours {run_hours:g} is not a positive number of hours")
+    runs = _while_not_busy(lambda: check_runs(pipeline, run_hours), target, args.wait)
+    silent = [tenant for tenant in runs if tenant.stale]
     if args.json:
-        print(json.dumps(freshness.as_dict(), indent=2))
-    elif freshness.stale:
-        for line in freshness.lines():
+        found = freshness.as_dict()
+        found["runs"] = [tenant.as_dict() for tenant in runs]
+        found["ok"] = found["ok"] and not silent
+        print(json.dumps(found, indent=2))
+    elif freshness.stale or silent:
+        for line in [*(tenant.line() for tenant in silent), *freshness.lines()]:
             print(line)
     elif not args.quiet:
         print(freshness.summary())
-    return EXIT_STALE if freshness.stale else EXIT_OK
+    return EXIT_STALE if freshness.stale or silent else EXIT_OK
 
 
 def _while_not_busy(read: Callable[[], T], target: Target, wait: float) -> T:

@@ -54,6 +54,7 @@ from .avepoint_pipeline import (
 )
 from .failures import describe_failure
 from .freshness import Freshness, check_freshness, stale_hours_from_env
+from .lease import dataset_lease
 from .tenant_runs import refresh_views, run_tenant
 from .tenants import checked_tenants, configured_tenants
 from .views import refresh_views_after_load
@@ -171,7 +172,11 @@ def build_definitions(
         group_name="avepoint",
     )
     def avepoint_jobs(context: dg.AssetExecutionContext, dlt: DagsterDltResource) -> Iterator[Any]:
-        with connector_logs_to(context.log):
+        # One writer per dataset wherever runs start (a CLI backfill, another worker): the lease.
+        lease = dataset_lease(
+            pipeline, None, target.duckdb_file, target.lease_seconds, "a Dagster run"
+        )
+        with connector_logs_to(context.log), lease:
             yield from dlt.run(context=context, loader_file_format=load_file_format(target))
         # as after every load (run_load): the analyst views follow the table; never fail the run
         refresh_views_after_load(pipeline)

@@ -218,10 +218,17 @@ def _destination_failed(cause: BaseException, chain: Sequence[BaseException]) ->
     from dlt.common.destination.exceptions import DestinationException
     from dlt.pipeline.exceptions import PipelineStepFailed
 
-    if isinstance(cause, PipelineStepFailed) and cause.step in ("sync", "load"):
-        destination = getattr(cause.pipeline, "destination", None)
+    from .lease import LeaseStepFailed
+
+    step = getattr(cause, "step", None)
+    if isinstance(cause, PipelineStepFailed | LeaseStepFailed) and step in (
+        "sync",
+        "load",
+        "lease",
+    ):
+        destination = getattr(getattr(cause, "pipeline", None), "destination", None)
         name = getattr(destination, "destination_name", None) or "the destination"
-        where = f"{name} failed at the {cause.step} step"
+        where = f"{name} failed at the {step} step"
     elif isinstance(cause, DestinationException):
         name, where = "the destination", "the destination failed"
     else:

@@ -22,7 +22,7 @@ from typing import Any
 
 import duckdb
 
-from .views import DEFAULT_STALE_AFTER_HOURS, VIEW_NAMES
+from .views import DEFAULT_STALE_AFTER_HOURS, RUN_LOG_VIEW, VIEW_NAMES
 
 DEFAULT_DAYS = 90
 DEFAULT_MAX_FAILURES = 200
@@ -102,6 +102,9 @@ class ReportData:
         freshness: One entry per organization.
         failures: The newest failed / finished-with-exception jobs, newest first.
         failures_total: How many there are in all.
+        last_run_at: When the newest run that completed its load finished (the run log); None when
+            the dataset has no run log yet.
+        runs: How many runs completed their load (rows of the run log).
     """
 
     dataset: str
@@ -113,6 +116,8 @@ class ReportData:
     freshness: list[Freshness] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     failures_total: int = 0
+    last_run_at: datetime | None = None
+    runs: int = 0
 
     @property
     def charted_type(self) -> str | None:
@@ -218,7 +223,19 @@ def read_report_data(
             )
         ]
         data.failures_total = int(views.query("SELECT COUNT(*) FROM {job_failures}")[0][0])
+        data.last_run_at, data.runs = _run_log(con, dataset)
     return data
+
+
+def _run_log(con: duckdb.DuckDBPyConnection, dataset: str) -> tuple[datetime | None, int]:
+    """The newest completed run's finish and the number of runs; (None, 0) without a run log."""
+    try:
+        last, runs = con.execute(
+            f"SELECT max(finished_at), count(*) FROM {_quote(dataset)}.{RUN_LOG_VIEW}"
+        ).fetchall()[0]
+    except duckdb.CatalogException:  # loaded before the run log existed
+        return None, 0
+    return last, int(runs)
 
 
 class _Views:

@@ -85,6 +85,13 @@ def _tiles(data: ReportData) -> str:
             f"{stale} of {len(data.freshness)}",
         ),
     ]
+    if data.last_run_at is not None:
+        tiles.append(
+            (
+                f"Last completed load (UTC; {data.runs:,} in the run log)",
+                f"{data.last_run_at:%Y-%m-%d %H:%M}",
+            )
+        )
     return "\n".join(
         f'<div class="tile"><div class="value">{escape(value)}</div><div class="label">{escape(label)}</div></div>'
         for label, value in tiles

@@ -21,13 +21,15 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from avepoint_dynamics import ConfigError
+from avepoint_dynamics import ConfigError, stop_all
+from avepoint_dynamics.dlt_compat import ask_dlt_steps_to_stop, clear_dlt_stop
 from avepoint_dynamics.model import JobsPage
 from dlt.common.pipeline import LoadInfo
-from dlt.common.runtime import signals
 from dlt.pipeline.pipeline import Pipeline
 
 from .avepoint_pipeline import Target, exclusive_run, make_pipeline, prepare_source, run_in_steps
+from .lease import dataset_lease
+from .run_log import RunCounts
 from .shared_dataset import dataset_writer
 from .tenants import checked_tenants, tenant_source, tenant_target
 from .views import refresh_views_after_load
@@ -51,6 +53,7 @@ class TenantResult:
     load_info: Any = None
     error: BaseException | None = None
     seconds: float = 0.0
+    counts: RunCounts | None = None
 
     @property
     def ok(self) -> bool:
@@ -70,12 +73,15 @@ def run_tenant(
     target: Target,
     *,
     on_page: Callable[[JobsPage], None] | None = None,
+    counts: RunCounts | None = None,
     **source_args: Any,
 ) -> LoadInfo:
     """Load one tenant through its own pipeline (``<pipeline>_<tenant>``) into ``target``'s dataset.
 
     The source is built first (a config error costs nothing), then the tenant's run lock is taken
-    (:class:`~avepoint_pipelines.avepoint_pipeline.PipelineBusy` when a run of this tenant is on).
+    (:class:`~avepoint_pipelines.avepoint_pipeline.PipelineBusy` when a run of this tenant is on in
+    this working folder) and its lease in the dataset (:class:`~avepoint_pipelines.lease.DatasetBusy`
+    when a run of this tenant is on anywhere else).
     The analyst views are left to the caller: once after all tenants.
 
     Raises:
@@ -84,8 +90,13 @@ def run_tenant(
     into = tenant_target(target, tenant)
     source = prepare_source(tenant_source(tenant, on_page=on_page, **source_args), into)
     pipeline = make_pipeline(into)
-    with exclusive_run(pipeline):
-        return run_in_steps(pipeline, source, into)
+    counts = counts if counts is not None else RunCounts(tenant)
+    command = "a backfill" if source_args.get("end_time") is not None else "a load"
+    with (
+        exclusive_run(pipeline),
+        dataset_lease(pipeline, tenant, into.duckdb_file, into.lease_seconds, command) as lease,
+    ):
+        return run_in_steps(pipeline, source, into, counts, lease)
 
 
 def run_tenants(
@@ -94,18 +105,21 @@ def run_tenants(
     *,
     parallel: int = 1,
     watch: Callable[[str], TenantWatch] | None = None,
+    fail_on_rejected: bool = False,
     **source_args: Any,
 ) -> list[TenantResult]:
     """Load every tenant into ``target``, up to ``parallel`` at once; a failing tenant spares the others.
 
     Then the analyst views, once, if any tenant loaded. Ctrl-C or SIGTERM stops the tenants not started,
-    asks the running ones to stop at dlt's next step boundary, waits for them, and is raised again.
+    stops the running ones within seconds (their requests in flight abandoned, dlt's steps at their next
+    boundary), waits for them, and is raised again.
 
     Args:
         tenants: Tenant names (each reads ``[sources.avepoint_dynamics_<name>]``).
         target: The destination and dataset; each tenant's pipeline is named after ``target``'s.
         parallel: Tenants running at once (threads of this process), 1 or more.
         watch: Called as each tenant starts; what it returns gets the tenant's pages and outcome.
+        fail_on_rejected: A tenant with jobs set aside has the outcome ``rejected`` in the run log.
         source_args: Arguments for every tenant's source (dlt config fills in the rest).
 
     Returns:
@@ -126,11 +140,13 @@ def run_tenants(
 
     def one(tenant: str) -> TenantResult:
         watcher = watch(tenant) if watch else None
-        result = TenantResult(tenant)
+        result = TenantResult(tenant, counts=RunCounts(tenant, fail_on_rejected))
         started = time.monotonic()
         _RUNNING[threading.get_ident()] = tenant
         try:
-            result.load_info = run_tenant(tenant, target, on_page=watcher, **source_args)
+            result.load_info = run_tenant(
+                tenant, target, on_page=watcher, counts=result.counts, **source_args
+            )
         except Exception as error:  # reported per tenant; the others go on
             # The caller reports it (the CLI in one line per tenant); dlt's lookup trace is long.
             logger.debug("failed: %s: %s", type(error).__name__, error)
@@ -177,11 +193,12 @@ def _side_by_side(
     except BaseException:  # Ctrl-C, SIGTERM: in this (the main) thread only
         for future in futures:
             future.cancel()
-        # dlt's steps check this flag between items, files and jobs: the running tenants stop there.
-        signals.set_received_signal(signal.SIGINT)
-        signals.wake_all()
+        # The tenants' reading stops at once, whatever it has in flight (stopping.py); dlt's steps check
+        # its signal flag between items, files and jobs: the running tenants stop there.
+        stop_all()
+        ask_dlt_steps_to_stop(signal.SIGINT)
         wait(futures)
-        signals.set_received_signal(0)
+        clear_dlt_stop()
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

@@ -20,6 +20,7 @@ import logging
 import math
 from typing import Any
 
+from avepoint_dynamics import RUNS_TABLE
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.destinations.sql_client import SqlClientBase
 from dlt.pipeline.pipeline import Pipeline
@@ -142,6 +143,20 @@ FROM (
 ) AS aged"""
 
 
+def run_log(runs: str) -> str:
+    """One row per run that completed its load, newest first, with its duration in seconds."""
+    return f"""
+SELECT tenant, outcome, exit_code, backfill, started_at, finished_at,
+       EXTRACT(EPOCH FROM (finished_at - started_at)) AS seconds,
+       jobs_read, jobs_inserted, jobs_updated, jobs_deleted, jobs_rejected, jobs_set_aside,
+       requests, pages, token_requests, retries, rate_limited,
+       cursor_before, cursor_after, window_reading, load_id
+FROM {runs}
+ORDER BY finished_at DESC"""
+
+
+#: The run log's view (of ``_avepoint_runs``), created once a run wrote the table.
+RUN_LOG_VIEW = "run_log"
 VIEW_NAMES = ("job_outcomes_daily", "job_failures", "job_duration_percentiles", "backup_freshness")
 
 
@@ -197,6 +212,12 @@ def create_views_with(
         logger.info("no %s table in %s yet: no views created", table, client.dataset_name)
         return []
     queries = view_queries(jobs, tenant="tenant" in columns, stale_after_hours=stale_after_hours)
+    runs = client.make_qualified_table_name(RUNS_TABLE)
+    try:
+        with client.execute_query(f"SELECT * FROM {runs} WHERE 1 = 0"):
+            queries[RUN_LOG_VIEW] = run_log(runs)
+    except DatabaseUndefinedRelation:
+        pass  # loaded before the run log existed: its next run writes one
     with client.begin_transaction():
         for name, query in queries.items():
             view = client.make_qualified_table_name(name)
@@ -230,7 +251,7 @@ def create_views(
 def drop_views(pipeline: Pipeline) -> None:
     """Drop the views, e.g. before dropping ``jobs`` on PostgreSQL, which refuses while views depend on it."""
     with pipeline.sql_client() as client, client.begin_transaction():
-        for name in VIEW_NAMES:
+        for name in (*VIEW_NAMES, RUN_LOG_VIEW):
             client.execute_sql(f"DROP VIEW IF EXISTS {client.make_qualified_table_name(name)}")
 
 

@@ -132,6 +132,8 @@ class Destination:
     jobs: MergedTable = field(default_factory=lambda: MergedTable("job_id"))
     rejected: MergedTable = field(default_factory=lambda: MergedTable("rejection_key"))
     claims: list[bool] = field(default_factory=list)
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    """The run log's rows (``_avepoint_runs``), one per run."""
 
     def load(self, items: Iterable[Any]) -> None:
         """Apply every item a run yields (Arrow tables, some wrapped with hints)."""
@@ -145,9 +147,14 @@ class Destination:
                 else:
                     hints = {"table_name": item.meta.table_name}
             claim = (hints.get("additional_table_hints") or {}).get("x-stage-data-deduplicated")
+            disposition = hints.get("write_disposition")
+            if isinstance(disposition, dict) and "deduplicated" in disposition:
+                claim = disposition["deduplicated"]
             if claim is not None:
                 self.claims.append(bool(claim))
-            if hints.get("table_name") == "jobs_rejected":
+            if hints.get("table_name") == "_avepoint_runs":
+                self.runs.extend(table.to_pylist())
+            elif hints.get("table_name") == "jobs_rejected":
                 self.rejected.apply(table)
             else:
                 self.jobs.apply(table)

@@ -48,7 +48,12 @@ def _loader(sim: Simulator, cwd: Path) -> Loader:
 def test_load_state_backfill_reset(sim: Simulator, tmp_path: Path) -> None:
     loaded = _run(["load"], sim, tmp_path)
     assert loaded.returncode == 0, loaded.stderr
-    assert "loaded 3,000 jobs from 30 pages" in loaded.stdout
+    # What was read, and what reached the destination: the world's 3,000 jobs, all new.
+    total = len(sim.world.ground_truth())
+    assert (
+        f"read {total:,} jobs from 30 pages; loaded {total:,} jobs ({total:,} new, 0 updated, 0 deleted)"
+        in loaded.stdout
+    )
     loader = _loader(sim, tmp_path)
     assert_rows_equal(loader.rows(), sim.world.ground_truth())
 
@@ -227,7 +232,10 @@ def test_one_job_one_page_one_package(tmp_path: Path) -> None:
         result = _run(["load"], tiny, tmp_path)
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "loaded 1 job from 1 page into duckdb:avepoint (1 package)"
+    assert result.stdout.strip() == (
+        "read 1 job from 1 page; loaded 1 job (1 new, 0 updated, 0 deleted) into duckdb:avepoint "
+        "(1 package)"
+    )
 
 
 def test_quiet_hides_dlt_warnings_too(sim: Simulator, tmp_path: Path) -> None:

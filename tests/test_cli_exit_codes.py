@@ -100,7 +100,8 @@ def test_rejected_jobs_are_counted_and_fail_the_run_only_when_asked(
 
     assert default.returncode == 0, default.stderr
     assert default.stdout.strip() == (
-        "loaded 3,000 jobs from 30 pages into duckdb:avepoint (1 package); "
+        "read 3,000 jobs from 30 pages; loaded 2,999 jobs (2,999 new, 0 updated, 0 deleted) into "
+        "duckdb:avepoint (1 package); "
         "1 job set aside in jobs_rejected"
     )
     warnings = [line for line in default.stderr.splitlines() if " WARNING " in line]

@@ -193,7 +193,8 @@ def test_no_secret_is_printed_even_with_the_whole_chain(tmp_path: Path) -> None:
 
     assert result.returncode == 1
     first = result.stderr.splitlines()[0]
-    assert first.startswith("error: postgres failed at the sync step: OperationalError: ")
+    # its first contact is the lease, before anything is read (docs/operations.md)
+    assert first.startswith("error: postgres failed at the lease step: OperationalError: ")
     assert "DESTINATION__POSTGRES__CREDENTIALS" in first
     assert password not in result.stderr + result.stdout
     assert "another-secret-value" not in result.stderr + result.stdout
@@ -271,7 +272,7 @@ def test_a_destination_that_cannot_be_opened_says_what_it_said(
 
     assert result.returncode == 1
     assert _only_line(result) == (
-        f'error: duckdb failed at the sync step: IOException: IO Error: The file "{not_duckdb}" '
+        f'error: duckdb failed at the lease step: IOException: IO Error: The file "{not_duckdb}" '
         "exists, but it is not a valid DuckDB database file!; check --duckdb-path"
     )
     assert sim.stats()["jobs_requests"] == 0

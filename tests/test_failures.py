@@ -356,3 +356,24 @@ def test_the_credentials_repr_holds_no_secret() -> None:
     credentials.client_secret = "s3cr3t-value"
 
     assert "s3cr3t-value" not in repr(credentials)
+
+
+def test_a_destination_failing_at_the_lease_is_pointed_at_its_credentials(tmp_path: Path) -> None:
+    from avepoint_pipelines.lease import LeaseStepFailed
+
+    postgres = dlt.pipeline(
+        pipeline_name="unit_pg_lease",
+        destination=dlt.destinations.postgres(credentials="postgresql://u:p@127.0.0.1:9/db"),
+        pipelines_dir=str(tmp_path),
+    )
+    error = OSError("connection refused")
+    try:
+        raise LeaseStepFailed(postgres, error) from error
+    except LeaseStepFailed as failed:
+        failure = describe_failure(failed)
+
+    assert failure.message == (
+        "postgres failed at the lease step: OSError: connection refused; "
+        "check its settings (DESTINATION__POSTGRES__CREDENTIALS, ...)"
+    )
+    assert failure.exit_code == 1

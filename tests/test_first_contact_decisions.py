@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import types
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -20,6 +19,7 @@ from avepoint_dynamics.query import JobsQuery
 from avepoint_dynamics.retries import HostContact, RetryPolicy, Transient, transient_answer
 from avepoint_dynamics.service import ServiceFindings
 from avepoint_dynamics.service_time import shown_resolution
+from avepoint_dynamics.stopping import PagePool, StopSignal
 from avepoint_dynamics.times import ServiceClock, parse_api_time
 from tenacity import RetryCallState
 
@@ -151,7 +151,7 @@ class _CappingService:
 
 def test_a_page_size_capped_in_silence_is_noticed_and_every_job_read() -> None:
     service = _CappingService()
-    with ThreadPoolExecutor(2) as pool:
+    with PagePool(2, StopSignal()) as pool:
         reader = WindowReader(service, pool)
         ids = [job["jobId"] for jobs in reader.read(Window(None, T0)) for job in jobs]
     assert sorted(ids) == sorted(job["jobId"] for job in service.jobs)

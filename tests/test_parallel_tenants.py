@@ -380,7 +380,10 @@ def test_cli_parallel_shows_a_line_per_tenant_and_exits_with_the_worst(tmp_path:
         "no section of its own: add [sources.avepoint_dynamics_delta]"
     )
     assert re.findall(
-        r"^tenant (\w+): loaded 2,000 jobs from 100 pages into duckdb:avepoint", out, re.M
+        r"^tenant (\w+): read 2,000 jobs from 100 pages; loaded 2,000 jobs \(2,000 new, 0 updated, "
+        r"0 deleted\) into duckdb:avepoint",
+        out,
+        re.M,
     ) == [
         "alpha",
         "charlie",

@@ -44,6 +44,7 @@ README = ROOT / "README.md"
 ORCHESTRATORS = ROOT / "docs" / "orchestrators.md"
 ANALYSTS = ROOT / "docs" / "analysts.md"
 CONFIGURATION = ROOT / "docs" / "configuration.md"
+OPERATIONS = ROOT / "docs" / "operations.md"
 VENV_BIN = Path(sys.executable).parent
 #: Steps the test venvs have already done (see the module docstring).
 SKIPPED = re.compile(r"^(python3 -m venv \S+|(\S*/)?pip install .*)$")
@@ -247,6 +248,23 @@ def test_the_analysts_one_liner_and_example_queries(sim: Simulator, tmp_path: Pa
     with duckdb.connect(str(tmp_path / "avepoint_dynamics.duckdb"), read_only=True) as con:
         for statement in statements:
             con.execute(statement).fetchall()  # runs as written
+
+
+def test_the_operations_page_blocks_and_the_run_log_query(sim: Simulator, tmp_path: Path) -> None:
+    """Who holds a lease, a run's counts as JSON, the run log's example query: as written."""
+    env = user_env(tmp_path / "home", VENV_BIN, **config_env(sim))
+    bash(["avepoint-dynamics load -q"], tmp_path, env)
+    (lease,) = readme_blocks("## A lock: one writer per dataset and tenant", page=OPERATIONS)
+    shown = bash(as_run_here(lease), tmp_path, env)
+    assert "lease_key" in shown.stdout and "0 rows" in shown.stdout  # nobody writes now
+    (counts,) = readme_blocks("## A count", page=OPERATIONS)
+    sim.world.add_jobs(4)
+    counted = bash(as_run_here(counts), tmp_path, env)
+    assert counted.stdout.split() == ["ok", "4", "0"]
+    (query,) = readme_blocks("## The run log", "sql", page=ANALYSTS)
+    with duckdb.connect(str(tmp_path / "avepoint_dynamics.duckdb"), read_only=True) as con:
+        rows = con.execute(query).fetchall()
+    assert [row[3] for row in rows] == [4, len(sim.world.ground_truth()) - 4]
 
 
 # --------------------------------------------------------------------------- helpers

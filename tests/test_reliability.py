@@ -435,8 +435,10 @@ def _packages(workdir: Path) -> dict[str, str]:
     root = workdir / "pipelines" / "avepoint_test"
     found: dict[str, str] = {}
     for folder, step in PACKAGE_FOLDERS.items():
-        if (root / folder).is_dir():
+        try:
             found.update({package.name: step for package in (root / folder).iterdir()})
+        except FileNotFoundError:  # not made yet, or removed a moment ago (dlt wipes a folder)
+            continue
     return found
 
 

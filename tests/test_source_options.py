@@ -11,9 +11,9 @@ from avepoint_pipelines.source_options import API, FIRST_LOAD, READING, paramete
 
 pytestmark = pytest.mark.unit
 
-#: Not options: credentials are secrets (dlt config only), on_page is Python's, end_time is backfill's --to,
+#: Not options: credentials are secrets (dlt config only), on_page and on_run are Python's, end_time is backfill's --to,
 #: allow_external_schedulers is the scheduler's (dlt config, or dlt's DLT_ALLOW_EXTERNAL_SCHEDULERS).
-NOT_OPTIONS = {"credentials", "on_page", "end_time", "allow_external_schedulers"}
+NOT_OPTIONS = {"credentials", "on_page", "on_run", "end_time", "allow_external_schedulers"}
 
 
 def test_every_parameter_of_the_source_is_an_option_of_load() -> None:

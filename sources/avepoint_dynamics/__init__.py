@@ -37,17 +37,22 @@ from .rejected import DELETED_COLUMN
 from .retries import RetryPolicy
 from .rows import dlt_columns
 from .run import REJECTED_TABLE, JobsRun
+from .run_log import RUN_COLUMNS, RUNS_TABLE, RunRecord
 from .service import ServiceFindings, probe_service
 from .settings import DEFAULT_MAX_CONCURRENCY, DEFAULT_PAGE_SIZE
 from .setup import JobsSetup
+from .stopping import RunStopped, stop_all
 
 __all__ = [
+    "RUNS_TABLE",
     "ApiError",
     "AuthError",
     "AvePointCredentials",
     "AvePointError",
     "ConfigError",
     "ContractError",
+    "RunRecord",
+    "RunStopped",
     "ServiceFindings",
     "UnavailableError",
     "avepoint_dynamics",
@@ -56,6 +61,7 @@ __all__ = [
     "check_service",
     "jobs",
     "jobs_setup",
+    "stop_all",
 ]
 
 
@@ -80,6 +86,7 @@ def avepoint_dynamics(
     tenant: str | None = None,
     allow_external_schedulers: bool | None = None,
     on_page: Callable[[JobsPage], None] | None = None,
+    on_run: Callable[[RunRecord], None] | None = None,
 ) -> DltResource:
     """The job history of one AvePoint tenant, as the ``jobs`` table (merge on ``job_id``).
 
@@ -115,6 +122,7 @@ def avepoint_dynamics(
             the run is then a bounded backfill of that interval, the cursor stays. Unset: dlt's
             ``DLT_ALLOW_EXTERNAL_SCHEDULERS`` decides, as for dlt's own incrementals; default off.
         on_page: Called with each page fetched (progress reporting).
+        on_run: Called with what the run did once it is read (its ``_avepoint_runs`` row).
 
     Returns:
         The ``jobs`` resource.
@@ -153,7 +161,7 @@ def avepoint_dynamics(
         retry=RetryPolicy(max_attempts=_positive("max_attempts", max_attempts)),
         tenant=_tenant(tenant),
     )
-    resource = jobs(setup, on_page)
+    resource = jobs(setup, on_page, on_run)
     if setup.tenant:
         # Tenants share the jobs table; job ids are only known to be unique within a tenant.
         resource.apply_hints(
@@ -161,6 +169,7 @@ def avepoint_dynamics(
             columns={"tenant": {"name": "tenant", "data_type": "text", "nullable": False}},
         )
     _declare_rejected_table(resource, setup.tenant)
+    _declare_runs_table(resource)
     if query.status_can_be_left:
         # status = 2 (or a code nobody documented): a job that moves on must leave the table.
         resource.apply_hints(
@@ -174,7 +183,11 @@ def avepoint_dynamics(
 
 
 @dlt.resource(name="jobs", primary_key="job_id", write_disposition="merge", columns=dlt_columns())
-def jobs(setup: JobsSetup, on_page: Callable[[JobsPage], None] | None = None) -> Iterator[Any]:
+def jobs(
+    setup: JobsSetup,
+    on_page: Callable[[JobsPage], None] | None = None,
+    on_run: Callable[[RunRecord], None] | None = None,
+) -> Iterator[Any]:
     """Every job in the run's ranges as typed Arrow batches; bad jobs go to ``jobs_rejected``.
 
     Plan (the cursor and the followed jobs), read (pages, concurrently), yield (Arrow batches), commit
@@ -183,7 +196,7 @@ def jobs(setup: JobsSetup, on_page: Callable[[JobsPage], None] | None = None) ->
     state = tenant_state(dlt.current.resource_state(), setup.tenant)
     # What the service does with a request is kept beside the cursors: a reset of those keeps it.
     service = dlt.current.source_state().setdefault("service", {})
-    yield from JobsRun(setup, state, on_page, service_state=service).batches()
+    yield from JobsRun(setup, state, on_page, service_state=service, on_run=on_run).batches()
 
 
 def check_connection(source: Any = None, **source_args: Any) -> dict[str, Any]:
@@ -295,7 +308,7 @@ def known_config_keys() -> list[str]:
     names = [
         name
         for name in inspect.signature(avepoint_dynamics).parameters
-        if name not in ("credentials", "on_page")
+        if name not in ("credentials", "on_page", "on_run")
     ]
     fields = [f"credentials.{name}" for name in AvePointCredentials.get_resolvable_fields()]
     return [*names, "credentials", *fields, *TENANT_KEYS]
@@ -321,6 +334,18 @@ def _check_config_keys() -> None:
 
     sections = Container()[ConfigSectionContext].sections
     check_config_keys(sections[1] if len(sections) > 1 else "avepoint_dynamics")
+
+
+def _declare_runs_table(resource: DltResource) -> None:
+    """``_avepoint_runs``: one row per run, appended, with none of the ``jobs`` hints (no key, no merge)."""
+    resource.apply_hints(
+        table_name=RUNS_TABLE,
+        write_disposition="append",
+        primary_key=[],
+        columns={},
+        create_table_variant=True,
+    )
+    resource.apply_hints(table_name=RUNS_TABLE, columns=RUN_COLUMNS, create_table_variant=True)
 
 
 def _tenant(value: Any) -> str | None:

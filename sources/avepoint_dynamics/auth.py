@@ -26,6 +26,7 @@ from .credentials import AssertionSigner, AvePointCredentials
 from .errors import AuthError, UnavailableError
 from .retries import (
     HostContact,
+    RequestTally,
     RetryPolicy,
     Transient,
     retrying,
@@ -148,6 +149,8 @@ class TokenProvider:
         self._contact = HostContact()
         self.tokens_fetched = 0
         self.token_attempts = 0
+        #: Retries and 429s of the token requests (the run log's).
+        self.tally = RequestTally()
 
     def token(self) -> str:
         """A valid access token: the held one, or a new one when it is about to expire."""
@@ -173,7 +176,9 @@ class TokenProvider:
 
     def _fetch(self, *, force: bool) -> None:
         try:
-            result = retrying(self._retry, self._contact, self._what)(self._acquire, force)
+            result = retrying(self._retry, self._contact, self._what, self.tally)(
+                self._acquire, force
+            )
         except Transient as error:
             raise self._unavailable(error) from None
         if "access_token" not in result:

@@ -18,12 +18,12 @@ from typing import Any
 import dlt
 import pyarrow as pa
 
+from .dlt_compat import DEDUPLICATED_HINT, deduplicated_hint
 from .paging import distinct_count
 
-logger = logging.getLogger("avepoint_dynamics")
+__all__ = ["DEDUPLICATED_HINT", "DuplicateClaim"]
 
-#: The table hint dlt's merge reads (``x-stage-data-deduplicated``).
-DEDUPLICATED_HINT = "x-stage-data-deduplicated"
+logger = logging.getLogger("avepoint_dynamics")
 
 
 class DuplicateClaim:
@@ -44,6 +44,10 @@ class DuplicateClaim:
         self.declared = unique
         return dlt.mark.with_hints(table, _hint(unique))
 
+    def distinct_jobs(self) -> int:
+        """Distinct keys among every row yielded so far (the rows the merge writes, deletions included)."""
+        return distinct_count(self._ids)
+
     def final(self) -> Iterator[Any]:
         """Once every row is out: withdraw a claim of unique rows that the whole run disproves."""
         ids, self._ids = self._ids, array("q")  # 8 bytes a job: not held through the load
@@ -54,4 +58,4 @@ class DuplicateClaim:
 
 
 def _hint(deduplicated: bool) -> Any:
-    return dlt.mark.make_hints(additional_table_hints={DEDUPLICATED_HINT: deduplicated})
+    return deduplicated_hint(deduplicated)

@@ -21,6 +21,7 @@ from .model import JobsPage, Window
 from .query import JobsQuery
 from .retries import (
     HostContact,
+    RequestTally,
     RetryPolicy,
     Transient,
     retry_after_seconds,
@@ -31,6 +32,7 @@ from .retries import (
     transient_exception,
 )
 from .settings import API_PATHS
+from .stopping import current_stop
 from .times import ServiceClock, format_api_time
 
 __all__ = ["AdaptiveLimit", "JobsClient", "JobsPage", "RetryPolicy", "Window"]
@@ -134,6 +136,8 @@ class JobsClient:
         #: The service excludes the window's start bound (``check --deep``).
         self.start_exclusive = False
         self._contact = HostContact()
+        #: Retries and 429s of this client's requests (the run log's).
+        self.tally = RequestTally()
         self._count_lock = threading.Lock()
         self._url = query.base_url + API_PATHS[query.api_version]
         self._session = requests.Session()
@@ -170,7 +174,7 @@ class JobsClient:
         what = f"page {number} of window {window} (page size {size})"
         policy = self.retry
         try:
-            page = retrying(policy, self._contact, lambda: what)(
+            page = retrying(policy, self._contact, lambda: what, self.tally)(
                 self._attempt, window, number, size, what
             )
         except Transient as error:
@@ -204,6 +208,9 @@ class JobsClient:
         """One HTTP request; the token is taken once a slot is free, so a wait never ages it."""
         headers = {"Accept": "application/json"}
         timeout = (min(10.0, self.retry.timeout_s), self.retry.timeout_s)
+        stop = current_stop()
+        if stop is not None:
+            stop.check()  # a stopped run sends nothing more
         self.limit.acquire()
         throttled, pause = False, None
         try:

@@ -14,7 +14,7 @@ import threading
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 
 from .errors import ApiError
 from .model import JobsPage, PageSource, Window
+from .stopping import PagePool
 from .times import from_micros, parse_api_time, to_micros
 
 logger = logging.getLogger(__name__)
@@ -88,14 +89,14 @@ class WindowReader:
 
     Args:
         client: Fetches one page.
-        pool: Worker threads (as many as the concurrency).
+        pool: Worker threads (as many as the concurrency), abandoned when the run is stopped.
         on_page: Called with every page fetched (progress reporting).
     """
 
     def __init__(
         self,
         client: PageSource,
-        pool: ThreadPoolExecutor,
+        pool: PagePool,
         on_page: Callable[[JobsPage], None] | None = None,
     ) -> None:
         self.client = client

@@ -20,6 +20,7 @@ import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 from .errors import ConfigError
+from .stopping import interruptible_sleep
 from .times import parse_http_date
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,22 @@ class Transient(Exception):
         self.status = status
 
 
+class RequestTally:
+    """How many attempts were repeated, and how many answers were 429 (thread-safe): the run log's."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.retries = 0
+        self.rate_limited = 0
+
+    def retried(self, error: BaseException | None) -> None:
+        """One more attempt after ``error``; a 429 counts as rate limited too."""
+        with self._lock:
+            self.retries += 1
+            if isinstance(error, Transient) and error.status == 429:
+                self.rate_limited += 1
+
+
 class HostContact:
     """Whether a host has answered once (thread-safe): until it has, connection failures are not retried long."""
 
@@ -88,13 +105,21 @@ class HostContact:
         self._answered.set()
 
 
-def retrying(policy: RetryPolicy, contact: HostContact, what: Callable[[], str]) -> Retrying:
+def retrying(
+    policy: RetryPolicy,
+    contact: HostContact,
+    what: Callable[[], str],
+    tally: RequestTally | None = None,
+) -> Retrying:
     """A tenacity ``Retrying`` that retries :class:`Transient` under ``policy``.
+
+    Its waits end at once when the run is stopped (:mod:`avepoint_dynamics.stopping`).
 
     Args:
         policy: Attempts, time and backoff.
         contact: The host's contact state: a host that never answered gets ``FIRST_CONTACT_ATTEMPTS``.
         what: Names the request in the log line before each retry.
+        tally: Counts the retries (and the 429s among them), if given.
     """
 
     def stop(state: RetryCallState) -> bool:
@@ -123,12 +148,15 @@ def retrying(policy: RetryPolicy, contact: HostContact, what: Callable[[], str])
     def before_sleep(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
         logger.info("retrying %s after attempt %d: %s", what(), state.attempt_number, error)
+        if tally is not None:
+            tally.retried(error)
 
     return Retrying(
         retry=retry_if_exception_type(Transient),
         stop=stop,
         wait=wait,
         before_sleep=before_sleep,
+        sleep=interruptible_sleep,
         reraise=True,
     )
 

@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Iterator, MutableMapping
-from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
 from itertools import chain
-from typing import Any
+from typing import Any, cast
 
 import dlt
 import pyarrow as pa
 
 from .auth import TokenProvider
 from .claims import DuplicateClaim
+from .dlt_compat import current_load_id
 from .errors import ConfigError
 from .following import plan_follow
 from .incremental import (
@@ -42,10 +44,12 @@ from .paging import WindowReader
 from .plan import ReadPlan, plan_reads, plan_rescue
 from .rejected import Bounds, RejectedJob, rejected_table, resolved_rejections_table
 from .rows import JobRows, fingerprint, left_jobs_table
+from .run_log import RUNS_TABLE, RunRecord, runs_table
 from .service import ServiceFindings, probe_service
 from .service_time import service_now
 from .settings import FINAL_STATUSES, IN_PROGRESS_STATUS
 from .setup import JobsSetup
+from .stopping import InPool, PagePool, run_scope
 from .times import api_time_or_none, format_api_time, from_micros, to_micros
 
 logger = logging.getLogger("avepoint_dynamics")
@@ -63,6 +67,7 @@ class JobsRun:
         setup: The source's validated settings.
         state: This tenant's part of the resource state (changed in place at the end of the run).
         on_page: Called with every page fetched (progress).
+        on_run: Called with the run's record once it is read (also yielded to ``_avepoint_runs``).
         pages: Where pages come from; default: the jobs API over HTTP (``setup.connect()``).
         service_state: Where the findings about the service are kept, by API version and host.
     """
@@ -74,6 +79,7 @@ class JobsRun:
         on_page: Callable[[JobsPage], None] | None = None,
         pages: PageSource | None = None,
         service_state: MutableMapping[str, Any] | None = None,
+        on_run: Callable[[RunRecord], None] | None = None,
     ) -> None:
         self.setup = setup
         self._pages = pages
@@ -85,6 +91,9 @@ class JobsRun:
         self.query = setup.query
         self.state = state
         self.on_page = on_page
+        self.on_run = on_run
+        #: What this run did (the run log's row), complete once the reading is over.
+        self.record = RunRecord(tenant=setup.tenant, backfill=setup.query.is_backfill)
         query = self.query
         #: The configured status filter, and status 2 to find jobs that may move into it later.
         self.load_status = query.status
@@ -120,89 +129,96 @@ class JobsRun:
             client = self._pages
         else:
             tokens, client = self.setup.connect()
+        started = time.monotonic()
+        # A stop (Ctrl-C, SIGTERM) abandons the requests in flight and ends every wait: stopping.py.
+        scope = ExitStack()
+        stop = scope.enter_context(run_scope())
+        pool = scope.enter_context(PagePool(query.max_concurrency, stop))
+        client = cast(PageSource, InPool(client, pool))
         try:
             self.findings = self._findings(client)
             selects = self._selects()
-            with ThreadPoolExecutor(
-                query.max_concurrency, thread_name_prefix="avepoint-page"
-            ) as pool:
-                reader = WindowReader(client, pool, self.on_page)
-                first_pages: dict[Window, JobsPage] = {}
-                start = self._new_jobs_start(before)
-                follow_ranges: list[Window] = []
-                if not query.is_backfill and selects in ("start", "unknown"):
-                    selections = [self.load_status] + (
-                        [self.follow_status] if self.follow_status is not None else []
-                    )
-                    follow_ranges = plan_follow(
-                        list(before.followed().values()),
-                        start,
-                        self._prober(reader, pool, selections, first_pages),
-                        reads_per_window=len(selections),
-                    )
-                if not query.is_backfill:
-                    follow_ranges += [
-                        window
-                        for window in before.rejected_windows.values()
-                        if start is None or (window.start is not None and window.start < start)
-                    ]
-                now = self._now = service_now(client, selects, self.load_status)
-                end = now if query.end_time is None else min(query.end_time, now)
-                if query.is_backfill and start is not None and end <= start:
-                    raise ConfigError(
-                        "initial_start_time",
-                        f"{format_api_time(start)} is not before the service's time now "
-                        f"({format_api_time(now)}): the backfill's range is empty",
-                    )
-                if start is not None and end < start:
-                    # The service's clock is behind where this window starts (a clock set back, or
-                    # a probe that found only older jobs): nothing new to ask; the cursor stays.
-                    end = start
-                plan = plan_reads(selects, query, Window(start, end), follow_ranges)
-                if selects == "unknown":
-                    self._say_safe_way()
-                if selects == "finish" and query.api_version == "v2":
-                    logger.warning(
-                        "this service's window selects jobs by finish time, and v2 requests carry "
-                        "both bounds (its page requires them): running jobs are in no window, so "
-                        "they load once they finish; api_version 'v1' reads them without a window"
-                    )
-                if selects == "ignored":
-                    logger.warning(
-                        "this service ignores the time window (check --deep, %s): every run reads "
-                        "the whole history",
-                        self.findings.checked_at if self.findings else "?",
-                    )
-                tracker = RunTracker(before, plan.coverage, filters_match, query.status_can_be_left)
-                earlier = (
-                    f", and {_count(len(follow_ranges), 'earlier time span')} holding jobs not "
-                    "finished yet or set aside"
-                    if follow_ranges
-                    else ""
+            reader = WindowReader(client, pool, self.on_page)
+            first_pages: dict[Window, JobsPage] = {}
+            start = self._new_jobs_start(before)
+            follow_ranges: list[Window] = []
+            if not query.is_backfill and selects in ("start", "unknown"):
+                selections = [self.load_status] + (
+                    [self.follow_status] if self.follow_status is not None else []
                 )
-                how = (
-                    ""
-                    if selects in ("start", "unknown")
-                    else f"; this service's time filter selects by {selects}"
+                follow_ranges = plan_follow(
+                    list(before.followed().values()),
+                    start,
+                    self._prober(reader, pool, selections, first_pages),
+                    reads_per_window=len(selections),
                 )
+            if not query.is_backfill:
+                follow_ranges += [
+                    window
+                    for window in before.rejected_windows.values()
+                    if start is None or (window.start is not None and window.start < start)
+                ]
+            now = self._now = service_now(client, selects, self.load_status)
+            end = now if query.end_time is None else min(query.end_time, now)
+            if query.is_backfill and start is not None and end <= start:
+                raise ConfigError(
+                    "initial_start_time",
+                    f"{format_api_time(start)} is not before the service's time now "
+                    f"({format_api_time(now)}): the backfill's range is empty",
+                )
+            if start is not None and end < start:
+                # The service's clock is behind where this window starts (a clock set back, or
+                # a probe that found only older jobs): nothing new to ask; the cursor stays.
+                end = start
+            plan = plan_reads(selects, query, Window(start, end), follow_ranges)
+            if selects == "unknown":
+                self._say_safe_way()
+            if selects == "finish" and query.api_version == "v2":
+                logger.warning(
+                    "this service's window selects jobs by finish time, and v2 requests carry "
+                    "both bounds (its page requires them): running jobs are in no window, so "
+                    "they load once they finish; api_version 'v1' reads them without a window"
+                )
+            if selects == "ignored":
+                logger.warning(
+                    "this service ignores the time window (check --deep, %s): every run reads "
+                    "the whole history",
+                    self.findings.checked_at if self.findings else "?",
+                )
+            tracker = RunTracker(before, plan.coverage, filters_match, query.status_can_be_left)
+            earlier = (
+                f", and {_count(len(follow_ranges), 'earlier time span')} holding jobs not "
+                "finished yet or set aside"
+                if follow_ranges
+                else ""
+            )
+            how = (
+                ""
+                if selects in ("start", "unknown")
+                else f"; this service's time filter selects by {selects}"
+            )
+            logger.info(
+                "reading the jobs that started in %s (the service's clock says %s)%s%s",
+                Window(start, end),
+                format_api_time(now),
+                earlier,
+                how,
+            )
+            yield from self._read(reader, plan, first_pages, tracker)
+            missing = tracker.left_jobs()
+            if missing and selects != "start" and not query.is_backfill:
                 logger.info(
-                    "reading the jobs that started in %s (the service's clock says %s)%s%s",
-                    Window(start, end),
-                    format_api_time(now),
-                    earlier,
-                    how,
+                    "%d jobs not finished at the last run came in no time span: looking for them",
+                    len(missing),
                 )
-                yield from self._read(reader, plan, first_pages, tracker)
-                missing = tracker.left_jobs()
-                if missing and selects != "start" and not query.is_backfill:
-                    logger.info(
-                        "%d jobs not finished at the last run came in no time span: looking for them",
-                        len(missing),
-                    )
-                    rescue = plan_rescue(selects, query, sorted(missing.values()), start)
-                    yield from self._read(reader, rescue, {}, tracker)
+                rescue = plan_rescue(selects, query, sorted(missing.values()), start)
+                yield from self._read(reader, rescue, {}, tracker)
             yield from self._after_reading(tracker, now)
+        except BaseException:
+            pool.abandon()
+            raise
         finally:
+            scope.close()
             client.close()
             if tokens is not None:
                 tokens.close()
@@ -214,6 +230,7 @@ class JobsRun:
             cursor = max(cursor, before.cursor)  # a cursor never moves back
         state = tracker.after(cursor, now, filters)
         state.save(self.state)
+        self._complete_record(reader, client, tokens, tracker, before, state, selects, started)
         stats = reader.stats
         logger.info(
             "read %s in %s (%s, %s; %s read again because answers changed while paging); "
@@ -227,6 +244,41 @@ class JobsRun:
             len(state.rejected_jobs) + len(state.rejected_windows) + len(state.rejected_unfollowed),
             tracker.rejected,
         )
+        if self.on_run is not None:
+            self.on_run(self.record)
+        yield dlt.mark.with_table_name(runs_table(self.record), RUNS_TABLE)
+
+    def _complete_record(
+        self,
+        reader: WindowReader,
+        client: PageSource,
+        tokens: TokenProvider | None,
+        tracker: RunTracker,
+        before: FollowState,
+        state: FollowState,
+        selects: str,
+        started: float,
+    ) -> None:
+        """What the run did, for its row of the run log (``jobs_deleted`` was counted as it went)."""
+        record, stats = self.record, reader.stats
+        record.jobs_read, record.pages = stats.jobs, stats.pages
+        record.jobs_yielded = self.claim.distinct_jobs() - record.jobs_deleted
+        record.jobs_rejected = tracker.rejected
+        record.jobs_set_aside = (
+            len(state.rejected_jobs) + len(state.rejected_windows) + len(state.rejected_unfollowed)
+        )
+        record.requests = client.requests_sent
+        record.token_requests = tokens.tokens_fetched if tokens is not None else 0
+        for tally in (getattr(client, "tally", None), getattr(tokens, "tally", None)):
+            if tally is not None:
+                record.retries += tally.retries
+                record.rate_limited += tally.rate_limited
+        record.cursor_before, record.cursor_after = before.cursor, state.cursor
+        record.window_reading = selects
+        record.load_id = current_load_id()
+        finished = client.clock.now()
+        record.finished_at = finished
+        record.started_at = finished - timedelta(seconds=time.monotonic() - started)
 
     def _selects(self) -> str:
         """What the window selects, as the plan reads it: ``unknown`` while the probe could not tell."""
@@ -274,7 +326,7 @@ class JobsRun:
     def _prober(
         self,
         reader: WindowReader,
-        pool: ThreadPoolExecutor,
+        pool: PagePool,
         selections: list[int | None],
         first_pages: dict[Window, JobsPage],
     ) -> Callable[[list[Window]], list[int | None]]:
@@ -474,6 +526,7 @@ class JobsRun:
             logger.info(
                 "%d jobs left status %s since the last run: removed", len(left), self.query.status
             )
+            self.record.jobs_deleted = len(left)
             yield self.claim.rows(left_jobs_table(left, constants), proven=True)
         elif left and self.query.status is None:
             for job_id in sorted(left):

@@ -15,6 +15,7 @@ from avepoint_dynamics import AvePointCredentials, avepoint_dynamics
 
 from .avepoint_pipeline import Target, default_pipelines_dir, run_load
 from .failures import EXIT_CONFIG
+from .views import RUN_LOG_VIEW, VIEW_NAMES
 
 #: The demo's night: how long it lasts and how many jobs run in it.
 NIGHT_HOURS = 10
@@ -115,9 +116,7 @@ def run_demo(args: argparse.Namespace) -> int:
     report = write_report(duckdb_path, os.path.splitext(duckdb_path)[0] + "_report.html")
     print(summary(duckdb_path, truth))
     print(f"job-health report (open it in a browser): {report}")
-    print(
-        "views to query: job_outcomes_daily, job_failures, job_duration_percentiles, backup_freshness"
-    )
+    print(f"views to query: {', '.join((*VIEW_NAMES, RUN_LOG_VIEW))}")
     print()
     print(REAL_TENANT)
     return 0

@@ -333,7 +333,9 @@ def test_the_set_aside_count_is_the_rows_of_jobs_rejected_and_no_hint_warning(
 def test_log_level_flag_and_runtime_log_level(world: Simulator, tmp_path: Path) -> None:
     quiet = cli(["load", "--log-level", "WARNING"], world, tmp_path)
     assert quiet.returncode == 0 and " INFO " not in quiet.stderr
-    assert quiet.stdout.startswith("loaded ")  # the summary is not a log line
+    assert (
+        quiet.stdout.startswith("read ") and "; loaded " in quiet.stdout
+    )  # the summary, not a log line
 
     world.world.add_jobs(5)
     env_quiet = cli(["load"], world, tmp_path, env={"RUNTIME__LOG_LEVEL": "warning"})

@@ -33,6 +33,8 @@ class DuplicateClaim:
         self.declared: bool | None = None
         self._ids = array("q")
         self._schema: pa.Schema | None = None
+        #: Distinct keys counted when the ids were released (``final``), for the run log after it.
+        self._distinct: int | None = None
 
     def rows(self, table: pa.Table, *, proven: bool) -> Any:
         """``table`` as yielded: with the claim as a hint when it changes (``proven``: this far, unique)."""
@@ -46,12 +48,15 @@ class DuplicateClaim:
 
     def distinct_jobs(self) -> int:
         """Distinct keys among every row yielded so far (the rows the merge writes, deletions included)."""
+        if self._distinct is not None:
+            return self._distinct
         return distinct_count(self._ids)
 
     def final(self) -> Iterator[Any]:
         """Once every row is out: withdraw a claim of unique rows that the whole run disproves."""
         ids, self._ids = self._ids, array("q")  # 8 bytes a job: not held through the load
-        if self.declared and distinct_count(ids) != len(ids) and self._schema is not None:
+        self._distinct = distinct_count(ids)
+        if self.declared and self._distinct != len(ids) and self._schema is not None:
             logger.info("a job came twice in this run: the load deduplicates")
             self.declared = False
             yield dlt.mark.with_hints(self._schema.empty_table(), _hint(False))

@@ -61,11 +61,11 @@ class Target:
         duckdb_path: The DuckDB file, when the destination is DuckDB.
         pipelines_dir: dlt's working folder root (default ``~/.dlt/pipelines``).
         duckdb_memory_limit: DuckDB's ``memory_limit`` while loading (it spills to disk beyond it).
-            DuckDB's default, 80 % of RAM, let a 1,000,000-job merge take ~0.9 GB; 40 MB keeps a
-            run's peak nearly flat as the history grows. Measured (bench/, /proc sampling): a
-            100,000-job first load peaks at ~232 MB with 40 MB vs ~244 MB with 64 MB, its load step
-            ~0.1 s slower; 1,000,000 jobs ~244 vs ~264 MB, ~0.4 s slower; 32 MB saves ~6 MB more but
-            spills enough to cost ~0.25 s per 100,000 jobs. None: DuckDB's default.
+            DuckDB's default, 80 % of RAM, let a 1,000,000-job merge take ~0.9 GB; 96 MB keeps a
+            run's peak nearly flat as the history grows, and is the source's own default
+            (``avepoint_dynamics.defaults``). Not lower: a merge that must deduplicate needs ~44 MB
+            (``jobs``) to ~60 MB (tenants' ``jobs``) that DuckDB cannot spill, and failed under 40 MB
+            on every retry (docs/performance.md). None: DuckDB's default.
         duckdb_threads: DuckDB's ``threads`` while loading; 1 halves its working memory, and loads are
             mostly small incremental merges. None: DuckDB's default (one per core).
         staging_dataset_layout: dlt's ``staging_dataset_name_layout``, where merges stage their rows
@@ -82,7 +82,7 @@ class Target:
     pipeline_name: str = DEFAULT_PIPELINE
     duckdb_path: str = DEFAULT_DUCKDB
     pipelines_dir: str | None = None
-    duckdb_memory_limit: str | None = "40MB"
+    duckdb_memory_limit: str | None = "96MB"
     duckdb_threads: int | None = 1
     staging_dataset_layout: str | None = None
     table_format: str | None = None

@@ -135,8 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--duckdb-memory-limit",
             metavar="SIZE",
-            default="40MB",
-            help="DuckDB memory_limit while loading; 'none' for DuckDB's own (default: 40MB)",
+            default="96MB",
+            help="DuckDB memory_limit while loading; 'none' for DuckDB's own (default: 96MB)",
         )
         command.add_argument(
             "--duckdb-threads",

@@ -1,13 +1,14 @@
 """A plain ``pipeline.run(avepoint_dynamics())`` into DuckDB loads in bounded memory, unless the user says otherwise.
 
 DuckDB's own defaults let its buffer pool grow with the rows merged (docs/performance.md: 274 MB at
-100,000 jobs, 450 MB at 1,000,000); the source sets ``memory_limit`` 40 MB and one thread where the user
+100,000 jobs, 450 MB at 1,000,000); the source sets ``memory_limit`` 96 MB and one thread where the user
 configured nothing (``sources/avepoint_dynamics/defaults.py``). These tests read DuckDB's settings through
 the pipeline's own connection after a real run, and the rows against the simulator's world.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -16,11 +17,14 @@ from typing import Any
 import dlt
 import pytest
 from avepoint_dynamics import avepoint_dynamics
-from avepoint_simulator import Simulator
+from avepoint_pipelines.avepoint_pipeline import run_load
+from avepoint_simulator import Faults, Simulator
+from dlt.pipeline.exceptions import PipelineStepFailed
 
-from .conftest import credentials_for
+from .conftest import Loader, credentials_for
 from .expected import assert_rows_equal
 from .test_readme import duckdb_rows
+from .test_reliability import _declared_unique, assert_exact_after_faults
 
 
 def plain_run(sim: Simulator, tmp_path: Path, destination: Any) -> Any:
@@ -51,7 +55,7 @@ def test_a_plain_run_loads_with_duckdb_bounded(sim: Simulator, tmp_path: Path) -
 
     pipeline = plain_run(sim, tmp_path, dlt.destinations.duckdb(credentials=str(path)))
 
-    assert duckdb_settings(pipeline) == ("38.1 MiB", 1)  # DuckDB's way of saying 40MB
+    assert duckdb_settings(pipeline) == ("91.5 MiB", 1)  # DuckDB's way of saying 96MB
     assert_rows_equal(duckdb_rows(path), sim.world.ground_truth())
 
 
@@ -78,7 +82,7 @@ def test_the_database_file_is_where_dlt_puts_it_without_credentials(
 
     pipeline = plain_run(sim, tmp_path, "duckdb")
 
-    assert duckdb_settings(pipeline) == ("38.1 MiB", 1)
+    assert duckdb_settings(pipeline) == ("91.5 MiB", 1)
     assert_rows_equal(duckdb_rows(tmp_path / "plain.duckdb"), sim.world.ground_truth())
 
 
@@ -99,6 +103,39 @@ def test_a_global_config_in_the_users_secrets_toml_is_left_alone(
 
     set_duckdb_defaults()  # nothing configured anywhere: the source's settings
     assert json.loads(os.environ[DUCKDB_GLOBAL_CONFIG_ENV]) == {
-        "memory_limit": "40MB",
+        "memory_limit": "96MB",
         "threads": 1,
     }
+
+
+# A history read while it changes: every window is read again in time slices, so the run cannot claim
+# unique rows and dlt's merge deduplicates with ROW_NUMBER(). From ~100,000 staged rows on, that pass
+# needs ~44 MB DuckDB cannot spill; 60,000 jobs read about twice stage ~120,000 rows.
+DEDUPLICATING_JOBS = 60_000
+
+
+def test_a_load_that_must_deduplicate_fits_the_sources_duckdb_settings(tmp_path: Path) -> None:
+    with Simulator(jobs=DEDUPLICATING_JOBS, seed=5, faults=Faults(churn_per_page=1)) as sim:
+        plain_run(sim, tmp_path, dlt.destinations.duckdb(credentials=str(tmp_path / "jobs.duckdb")))
+
+        loader = Loader(sim, tmp_path, pipeline_name="plain")
+        assert _declared_unique(loader) is False  # the merge did deduplicate
+        assert_exact_after_faults(sim, loader)
+
+
+def test_a_package_that_ran_out_of_duckdb_memory_loads_on_the_next_run(tmp_path: Path) -> None:
+    # What a pipeline under the old 40 MB default was left with: a pending package whose merge fails on
+    # every retry. The next run with the default settings finishes it before it reads anything new.
+    with Simulator(jobs=DEDUPLICATING_JOBS, seed=5, faults=Faults(churn_per_page=1)) as sim:
+        loader = Loader(sim, tmp_path)
+        with pytest.raises(PipelineStepFailed, match="Out of Memory"):
+            run_load(
+                loader.source(), dataclasses.replace(loader.target(), duckdb_memory_limit="40MB")
+            )
+        assert loader.query("SELECT count(*) FROM jobs") == [(0,)]
+
+        sim.set_faults(churn_per_page=0)
+        loader.load()
+
+        assert _declared_unique(loader) is True  # this run's own rows were proven unique
+        assert_exact_after_faults(sim, loader)

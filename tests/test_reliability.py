@@ -54,9 +54,8 @@ def assert_exact_after_faults(sim: Simulator, loader: Loader) -> None:
     truth = sim.world.ground_truth()
     cursor = api_time(loader.state()["cursor"])
     before_cursor = [j for j in truth if api_time(j["startTime"]) < cursor]  # type: ignore[operator]
-    assert_rows_equal(
-        {k: v for k, v in rows.items() if k in {j["jobId"] for j in before_cursor}}, before_cursor
-    )
+    before_ids = {j["jobId"] for j in before_cursor}  # once: tests call this with 60,000 jobs
+    assert_rows_equal({k: v for k, v in rows.items() if k in before_ids}, before_cursor)
     oldest_left = min(api_time(j["startTime"]) for j in truth)  # type: ignore[type-var]
     held = {j["jobId"] for j in truth}
     for job_id, row in rows.items():

@@ -156,18 +156,24 @@ def test_dbt_builds_the_package_over_duckdb_and_the_marts_match_the_api(
 
     _assert_marts_match_the_api(sim, rows)
 
-    # The stale-loader alarm: the last completed load three days ago makes freshness an error.
+    # The stale-loader alarm: the last completed load and run three days ago make freshness an error,
+    # for the jobs (through _dlt_loads) and for the run log alike.
     with duckdb.connect(str(database)) as con:
         con.execute(f"UPDATE {DATASET}._dlt_loads SET inserted_at = now() - INTERVAL 3 DAY")
+        con.execute(
+            f"UPDATE {DATASET}._avepoint_runs SET finished_at = finished_at - INTERVAL 3 DAY"
+        )
     stale = _dbt(project, sim, "source", "freshness")
     assert stale.returncode == 1, stale.stdout[-3000:]
-    assert "ERROR STALE" in stale.stdout
+    assert "ERROR STALE freshness of avepoint_dynamics.jobs" in stale.stdout
+    assert "ERROR STALE freshness of avepoint_dynamics._avepoint_runs" in stale.stdout
 
     # The loader runs again and finds nothing new: it still completes a load (its state), the alarm clears.
     _load(sim, tmp_path, "--duckdb-path", str(database), "--pipelines-dir", str(tmp_path / "p"))
     fresh = _dbt(project, sim, "source", "freshness")
     assert fresh.returncode == 0, fresh.stdout[-3000:]
     assert "PASS freshness of avepoint_dynamics.jobs" in fresh.stdout
+    assert "PASS freshness of avepoint_dynamics._avepoint_runs" in fresh.stdout
 
 
 def test_dbt_builds_the_package_over_postgres_and_the_marts_match_the_api(

@@ -1,7 +1,14 @@
 """dlt source for the job history of AvePoint Cloud Backup for Dynamics 365.
 
-One job's way: ``jobs`` asks ``incremental`` which windows to read → ``paging`` fetches their pages through
-``client`` (token from ``auth``) → ``rows`` types them into Arrow batches → dlt merges them on ``job_id``.
+One job's way: the ``jobs`` resource hands the run to ``run`` (``JobsRun``), which plans it from the state
+(``incremental``: the cursor and the followed jobs; ``following`` and ``plan``: the ranges and requests,
+by how ``service`` found the window is read) → ``paging`` fetches the ranges' pages through ``client``
+(token from ``auth``) → ``rows`` types them into Arrow batches → dlt merges them into ``jobs`` on ``job_id``
+and commits the new state with the load package.
+
+One resource, three tables: ``jobs``; ``jobs_rejected`` (jobs that cannot become rows, one row each);
+``_avepoint_runs`` (one row per run). ``check_connection`` and ``check_service`` ask the API without
+loading anything.
 
 Example:
     >>> import dlt

@@ -148,7 +148,6 @@ class TokenProvider:
         self.clock = ServiceClock()
         self._contact = HostContact()
         self.tokens_fetched = 0
-        self.token_attempts = 0
         #: Retries and 429s of the token requests (the run log's).
         self.tally = RequestTally()
 
@@ -195,7 +194,6 @@ class TokenProvider:
 
     def _acquire(self, force: bool) -> dict[str, Any]:
         """One attempt: discovery if not done yet, then a token request (a new assertion each time)."""
-        self.token_attempts += 1
         self._attempt_started = time.monotonic()
         app = self._application()
         if force:

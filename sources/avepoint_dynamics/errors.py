@@ -2,6 +2,23 @@
 
 Every error a user can cause carries one line that says what was wrong and how to fix it; the CLI prints
 ``str(error)`` and exits with ``error.exit_code``. None of them ever holds a secret.
+
+Which error means what (exit code in brackets):
+
+- ``ConfigError`` (2): a setting is missing or invalid (a key nothing reads, a region that does not exist,
+  a credential file that cannot be used, a backfill whose range is empty); raised before any job is read.
+- ``AuthError`` (3): the identity service refused the app (``invalid_client``, a bad scope), has no usable
+  discovery document, or the jobs API still answers 401 after the token was renewed.
+- ``ApiError`` (4): the jobs API failed for good: it could not be reached, retries ran out (``status``: the
+  last answer's), a 403, 404 or other 4xx, or an answer that makes no sense (a repeated page, a total it
+  never delivers, a body that is not a page).
+- ``ContractError`` (2), an ``ApiError``: a 400 that names the fields it requires or cannot read; the
+  request does not match this service (most often ``api_version``).
+- ``UnavailableError`` (4): the identity service could not be reached, or stayed unavailable through every
+  retry (the jobs API in that case raises ``ApiError``).
+- ``AvePointError`` (1): the base class of all of them; never raised itself.
+
+A stop (Ctrl-C, SIGTERM) is :class:`avepoint_dynamics.stopping.RunStopped`, not one of these.
 """
 
 from __future__ import annotations
@@ -14,7 +31,7 @@ class AvePointError(Exception):
 
 
 class ConfigError(AvePointError):
-    """A configuration value is missing or invalid; raised before any request is sent.
+    """A configuration value is missing or invalid; raised before any job is read.
 
     Args:
         key: The config key at fault, as the user writes it (e.g. ``page_size``).
@@ -33,7 +50,7 @@ class ConfigError(AvePointError):
 
 
 class AuthError(AvePointError):
-    """The identity service refused us, or could not be reached; retrying would not help."""
+    """The identity service refused the app, or the jobs API refused a renewed token; retrying would not help."""
 
     exit_code = 3
 
@@ -74,6 +91,9 @@ class ContractError(ApiError):
 
 
 class UnavailableError(AvePointError):
-    """A service (the identity service or the jobs API) stayed unavailable through every retry."""
+    """The identity service could not be reached, or stayed unavailable through every retry.
+
+    The jobs API in the same case raises :class:`ApiError` (with the last answer's ``status``).
+    """
 
     exit_code = 4

@@ -49,7 +49,6 @@ class PagingStats:
     pages: int = 0
     jobs: int = 0
     rereads: int = 0
-    expected_jobs: int = 0
     may_repeat: bool = False
     """A window was read twice (re-read in slices) or paged without a total to check: the run may hold a job
     more than once, so the load must deduplicate. False means every window proved distinct ids."""
@@ -127,7 +126,6 @@ class WindowReader:
             self.stats.may_repeat = True  # nothing to count the pages against
             yield from self._walk_without_total(window, first)
             return
-        self.stats.expected_jobs += first.total
         self._notice_cap(window, first)
         tally = _Tally(first.total)
         tally.add(first)

@@ -2,14 +2,20 @@
 
 The order of one run:
 
-1. the state (``incremental``): the cursor and the followed jobs; the ones followed too long are abandoned;
-2. the followed jobs' ranges (``following``), weighed by probing their first pages;
-3. the service's time, from the ``Date`` of its answers (a probe if nothing was asked yet): the new-jobs
-   window is ``[cursor - lookback, service now)``;
-4. every range, once per status selection (the configured filter; plus status 2, to find the jobs that
-   may move into a final status filter later), page by page (``paging``), into Arrow batches (``rows``);
-5. what left the filter, what loaded after being set aside, the duplicate claim of the whole run;
-6. the new state, committed by dlt with the load package.
+1. the state (``incremental``): the state of the run's filters (the last run's is parked when they
+   changed), its cursor and followed jobs; the ones followed too long are abandoned;
+2. how the service reads its time window (``service``): kept in the source's state, or learnt now (the
+   first run, after answers contradicted it, and while it is unknown);
+3. the followed jobs' ranges (``following``; where the window selects by start, or may), weighed by
+   probing their first pages (kept for the read), and the windows of set-aside jobs without a start;
+4. the service's time, from the ``Date`` of its answers (a probe if nothing was asked yet): the new-jobs
+   window is ``[cursor - lookback, service now)`` (a backfill: ``[initial_start_time, end_time)``);
+5. the requests (``plan``): every range, once per status selection (the configured filter; plus status 2,
+   to find the jobs that may move into a final status filter later), page by page (``paging``), into
+   Arrow batches (``rows``); followed jobs no range returned are looked for where they may be;
+6. what left the filter, what loaded after being set aside, the duplicate claim of the whole run;
+7. the new state, written into the resource state (dlt commits it with the load package), and last the
+   run's row for ``_avepoint_runs``.
 """
 
 from __future__ import annotations

@@ -66,12 +66,16 @@ def api_time_or_none(raw: object) -> datetime | None:
 
 
 def format_api_time(moment: datetime) -> str:
-    """Render a time as the API expects it: UTC, microseconds, ``Z``.
+    """Render a time as the API expects it: UTC, microseconds, ``Z``; naive means UTC (as when parsed).
+
+    Never this machine's zone: under ``TZ=Asia/Tokyo`` a naive midnight is still midnight UTC.
 
     Example:
         >>> format_api_time(datetime(2024, 6, 15, 3, 0, 1, 500000, tzinfo=timezone.utc))
         '2024-06-15T03:00:01.500000Z'
     """
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -169,12 +173,6 @@ class ServiceClock:
         if not self.known:
             return datetime.now(UTC) + timedelta(days=1)
         return self.now() + timedelta(seconds=1)
-
-    def offset(self) -> timedelta | None:
-        """How far the service's clock is ahead of this machine's (None: not known yet)."""
-        if not self.known:
-            return None
-        return self.now() - datetime.now(UTC)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 import dlt
@@ -78,18 +79,18 @@ def avepoint_dynamics(
     region: str | None = None,
     base_url: str | None = None,
     api_version: str = "v1",
-    page_size: Any = DEFAULT_PAGE_SIZE,
-    job_type: Any = None,
-    status: Any = None,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    job_type: str | int | None = None,
+    status: str | int | None = None,
     organization_id: str | None = None,
-    object_type: Any = None,
-    initial_start_time: Any = None,
-    end_time: Any = None,
-    max_concurrency: Any = DEFAULT_MAX_CONCURRENCY,
-    lookback_minutes: Any = 10,
-    open_job_max_age_days: Any = 30,
+    object_type: str | int | None = None,
+    initial_start_time: str | datetime | None = None,
+    end_time: str | datetime | None = None,
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    lookback_minutes: int = 10,
+    open_job_max_age_days: int = 30,
     ca_bundle: str | None = None,
-    max_attempts: Any = 8,
+    max_attempts: int = 8,
     tenant: str | None = None,
     allow_external_schedulers: bool | None = None,
     on_page: Callable[[JobsPage], None] | None = None,
@@ -99,6 +100,9 @@ def avepoint_dynamics(
 
     Every argument comes from ``[sources.avepoint_dynamics]`` in ``.dlt/config.toml`` /
     ``.dlt/secrets.toml`` or ``SOURCES__AVEPOINT_DYNAMICS__<KEY>`` env vars, or can be passed directly.
+    dlt coerces what a provider holds to each argument's type (``"5"`` from an env var is 5) and refuses
+    what it cannot (``ConfigValueCannotBeCoercedException``, naming the key); ranges, names and dates
+    are checked here (``ConfigError``), for values passed directly too.
 
     Args:
         credentials: The app registration: ``client_id`` and one of ``client_secret``,

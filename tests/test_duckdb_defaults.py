@@ -1,8 +1,8 @@
 """A plain ``pipeline.run(avepoint_dynamics())`` into DuckDB loads in bounded memory, unless the user says otherwise.
 
 DuckDB's own defaults let its buffer pool grow with the rows merged (docs/performance.md: 274 MB at
-100,000 jobs, 450 MB at 1,000,000); the source sets ``memory_limit`` 96 MB and one thread where the user
-configured nothing (``sources/avepoint_dynamics/defaults.py``). These tests read DuckDB's settings through
+100,000 jobs, 450 MB at 1,000,000); the source sets ``memory_limit`` 64 MB (96 MB when the merge must
+deduplicate) and one thread where the user configured nothing (``sources/avepoint_dynamics/defaults.py``). These tests read DuckDB's settings through
 the pipeline's own connection after a real run, and the rows against the simulator's world.
 """
 
@@ -55,7 +55,10 @@ def test_a_plain_run_loads_with_duckdb_bounded(sim: Simulator, tmp_path: Path) -
 
     pipeline = plain_run(sim, tmp_path, dlt.destinations.duckdb(credentials=str(path)))
 
-    assert duckdb_settings(pipeline) == ("91.5 MiB", 1)  # DuckDB's way of saying 96MB
+    assert duckdb_settings(pipeline) == (
+        "61.0 MiB",
+        1,
+    )  # DuckDB's way of saying 64MB: rows proven unique
     assert_rows_equal(duckdb_rows(path), sim.world.ground_truth())
 
 
@@ -82,7 +85,7 @@ def test_the_database_file_is_where_dlt_puts_it_without_credentials(
 
     pipeline = plain_run(sim, tmp_path, "duckdb")
 
-    assert duckdb_settings(pipeline) == ("91.5 MiB", 1)
+    assert duckdb_settings(pipeline) == ("61.0 MiB", 1)
     assert_rows_equal(duckdb_rows(tmp_path / "plain.duckdb"), sim.world.ground_truth())
 
 
@@ -103,9 +106,87 @@ def test_a_global_config_in_the_users_secrets_toml_is_left_alone(
 
     set_duckdb_defaults()  # nothing configured anywhere: the source's settings
     assert json.loads(os.environ[DUCKDB_GLOBAL_CONFIG_ENV]) == {
-        "memory_limit": "96MB",
+        "memory_limit": "64MB",
         "threads": 1,
     }
+
+
+@pytest.mark.unit
+def test_a_run_that_declares_duplicates_loads_with_the_deduplicating_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pyarrow as pa
+    from avepoint_dynamics.claims import DuplicateClaim
+    from avepoint_dynamics.defaults import DUCKDB_GLOBAL_CONFIG_ENV, set_duckdb_defaults
+
+    monkeypatch.delenv(DUCKDB_GLOBAL_CONFIG_ENV, raising=False)
+    set_duckdb_defaults()
+    claim = DuplicateClaim()
+    table = pa.table({"job_id": ["a", "b"]})
+
+    claim.rows(table, proven=True)
+    assert json.loads(os.environ[DUCKDB_GLOBAL_CONFIG_ENV])["memory_limit"] == "64MB"
+    claim.rows(table, proven=False)  # a window read again: dlt's merge runs ROW_NUMBER()
+    assert json.loads(os.environ[DUCKDB_GLOBAL_CONFIG_ENV])["memory_limit"] == "96MB"
+
+    set_duckdb_defaults()  # the next run in the same process starts from the unique load's limit
+    assert json.loads(os.environ[DUCKDB_GLOBAL_CONFIG_ENV])["memory_limit"] == "64MB"
+
+
+@pytest.mark.unit
+def test_a_run_whose_duplicates_are_found_at_the_end_raises_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pyarrow as pa
+    from avepoint_dynamics.claims import DuplicateClaim
+    from avepoint_dynamics.defaults import DUCKDB_GLOBAL_CONFIG_ENV, set_duckdb_defaults
+
+    monkeypatch.delenv(DUCKDB_GLOBAL_CONFIG_ENV, raising=False)
+    set_duckdb_defaults()
+    claim = DuplicateClaim()
+    claim.rows(pa.table({"job_id": ["a", "b"]}), proven=True)
+    claim.rows(pa.table({"job_id": ["b"]}), proven=True)  # each window distinct, the run not
+
+    assert len(list(claim.final())) == 1  # the claim withdrawn
+    assert json.loads(os.environ[DUCKDB_GLOBAL_CONFIG_ENV])["memory_limit"] == "96MB"
+
+
+@pytest.mark.unit
+def test_the_users_value_is_not_raised_when_the_merge_deduplicates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from avepoint_dynamics.defaults import (
+        DUCKDB_GLOBAL_CONFIG_ENV,
+        load_must_deduplicate,
+        set_duckdb_defaults,
+    )
+
+    users = '{"memory_limit": "64MB", "threads": 1}'  # the docs' example, spaces and all
+    monkeypatch.setenv(DUCKDB_GLOBAL_CONFIG_ENV, users)
+    set_duckdb_defaults()
+    load_must_deduplicate()
+    assert os.environ[DUCKDB_GLOBAL_CONFIG_ENV] == users
+
+
+@pytest.mark.unit
+def test_a_package_left_pending_loads_with_the_deduplicating_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # dlt loads a pending package before the source's rows, so before the source can say they are unique.
+    from avepoint_dynamics.defaults import DUCKDB_GLOBAL_CONFIG_ENV, set_duckdb_defaults
+
+    monkeypatch.delenv(DUCKDB_GLOBAL_CONFIG_ENV, raising=False)
+    pipeline = dlt.pipeline(
+        pipeline_name="pending",
+        destination=dlt.destinations.duckdb(credentials=str(tmp_path / "jobs.duckdb")),
+        pipelines_dir=str(tmp_path / "pipelines"),
+    )
+    set_duckdb_defaults()
+    assert json.loads(os.environ[DUCKDB_GLOBAL_CONFIG_ENV])["memory_limit"] == "64MB"
+
+    pipeline.extract([{"job_id": "a"}], table_name="jobs")  # extracted, never loaded
+    set_duckdb_defaults()
+    assert json.loads(os.environ[DUCKDB_GLOBAL_CONFIG_ENV])["memory_limit"] == "96MB"
 
 
 # A history read while it changes: every window is read again in time slices, so the run cannot claim
@@ -120,6 +201,10 @@ def test_a_load_that_must_deduplicate_fits_the_sources_duckdb_settings(tmp_path:
 
         loader = Loader(sim, tmp_path, pipeline_name="plain")
         assert _declared_unique(loader) is False  # the merge did deduplicate
+        assert json.loads(os.environ["DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG"]) == {
+            "memory_limit": "96MB",  # raised while the rows were read, before the load
+            "threads": 1,
+        }
         assert_exact_after_faults(sim, loader)
 
 

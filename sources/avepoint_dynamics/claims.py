@@ -18,6 +18,7 @@ from typing import Any
 import dlt
 import pyarrow as pa
 
+from .defaults import load_must_deduplicate
 from .dlt_compat import DEDUPLICATED_HINT, deduplicated_hint
 from .paging import distinct_count
 
@@ -63,4 +64,6 @@ class DuplicateClaim:
 
 
 def _hint(deduplicated: bool) -> Any:
+    if not deduplicated:
+        load_must_deduplicate()  # DuckDB's ROW_NUMBER() pass needs more memory than a unique merge
     return deduplicated_hint(deduplicated)

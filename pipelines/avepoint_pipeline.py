@@ -24,8 +24,7 @@ from avepoint_dynamics.dlt_compat import (
     normalized_or_loaded,
     table_name_meta,
 )
-from avepoint_dynamics.incremental import set_aside_count
-from avepoint_dynamics.run import REJECTED_TABLE
+from avepoint_dynamics.state import REJECTED_TABLE, read_state
 from dlt.common.destination.reference import Destination
 from dlt.common.pipeline import LoadInfo
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
@@ -179,12 +178,7 @@ def rejected_jobs(info: LoadInfo, tenant: str | None = None) -> int:
     Read from the pipeline's state after the run: a job set aside in an earlier run and still bad counts,
     one that loaded this run does not.
     """
-    pipeline: Any = info.pipeline
-    sources = pipeline.state.get("sources", {})
-    state = sources.get("avepoint_dynamics", {}).get("resources", {}).get("jobs", {})
-    if tenant:
-        state = state.get("tenants", {}).get(tenant, {})
-    return set_aside_count(state)
+    return read_state(info.pipeline, tenant).set_aside
 
 
 def load_file_format(target: Target) -> Any:

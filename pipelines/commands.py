@@ -24,7 +24,7 @@ from avepoint_dynamics import (
     check_connection,
     check_service,
 )
-from avepoint_dynamics.incremental import set_aside_count
+from avepoint_dynamics.state import JOBS_RESOURCE, read_state, service_state, tenant_state_path
 
 from .avepoint_pipeline import (
     DEFAULT_DATASET,
@@ -360,45 +360,41 @@ def cmd_state(args: argparse.Namespace) -> int:
     if not _has_working_folder(target):
         raise UsageError(_no_state_here(target, tenant))
     pipeline = make_pipeline(target)
-    resources = pipeline.state.get("sources", {}).get("avepoint_dynamics", {}).get("resources", {})
-    state = resources.get("jobs", {})
-    if tenant:
-        state = state.get("tenants", {}).get(tenant, {})
-    open_jobs = state.get("open_jobs", {})
-    abandoned = state.get("abandoned_jobs", {})
-    newest_abandoned = sorted(abandoned.items(), key=lambda item: item[1])[-20:]
+    state = read_state(pipeline, tenant)
+    open_jobs = state.open_jobs
+    newest_abandoned = sorted(state.abandoned_jobs.items(), key=lambda item: item[1])[-20:]
     report = {
         "pipeline": pipeline.pipeline_name,
         "pipelines_dir": target.pipelines_dir,
         "state_file": os.path.join(pipeline.working_dir, "state.json"),
         "tenant": tenant,
-        "cursor": state.get("cursor"),
-        "service_time": state.get("service_time"),
-        "filters": state.get("filters"),
+        "cursor": state.cursor,
+        "service_time": state.service_time,
+        "filters": state.filters,
         "open_jobs": len(open_jobs),
         "open_job_watermark": min(open_jobs.values()) if open_jobs else None,
         "open_oldest": [
             {"job_id": job_id, "start_time": start}
             for job_id, start in sorted(open_jobs.items(), key=lambda item: item[1])[:20]
         ],
-        "set_aside_jobs": set_aside_count(state),
-        "abandoned_jobs": int(state.get("abandoned_count") or 0),
+        "set_aside_jobs": state.set_aside,
+        "abandoned_jobs": state.abandoned_count,
         "abandoned_newest": [
             {"job_id": job_id, "start_time": start} for job_id, start in newest_abandoned
         ],
     }
-    if tenant is None and state.get("tenants"):
-        report["tenants"] = sorted(state["tenants"])
-    if state.get("other_filters"):
+    if state.tenants:
+        report["tenants"] = list(state.tenants)
+    if state.other_filters:
         # Earlier runs under other filters: a run under them again goes on from their own state.
         report["other_filters"] = {
             key: {"cursor": parked.get("cursor"), "open_jobs": len(parked.get("open_jobs") or {})}
-            for key, parked in sorted(state["other_filters"].items())
+            for key, parked in sorted(state.other_filters.items())
         }
     if tenant is None and (siblings := _tenant_pipelines(target)):
         report["tenant_pipelines"] = siblings
     # How the service reads requests, as the first load learnt it (check --deep says the same).
-    service = pipeline.state.get("sources", {}).get("avepoint_dynamics", {}).get("service", {})
+    service = service_state(pipeline)
     if len(service) == 1:
         report["service"] = next(iter(service.values()))
     elif service:
@@ -494,15 +490,12 @@ def _forget(target: Target, tenant: str | None) -> bool:
             pipeline.sync_destination()  # the state lives in the destination too: forget it there
         except PipelineNeverRan:
             return False
-        jobs = pipeline.state.get("sources", {}).get("avepoint_dynamics", {}).get("resources", {})
-        if "jobs" not in jobs:
+        if not read_state(pipeline).loaded:
             return False
         if tenant:
-            pipeline_drop(
-                pipeline, state_paths=f"resources.jobs.tenants.{tenant}", state_only=True
-            )()
+            pipeline_drop(pipeline, state_paths=tenant_state_path(tenant), state_only=True)()
         else:
-            pipeline_drop(pipeline, resources="jobs", state_only=True)()
+            pipeline_drop(pipeline, resources=JOBS_RESOURCE, state_only=True)()
     return True
 
 

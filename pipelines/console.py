@@ -15,7 +15,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, TextIO
 
-from avepoint_dynamics.client import JobsPage
+from avepoint_dynamics import JobsPage
 
 if TYPE_CHECKING:
     from .tenant_runs import TenantResult

@@ -21,9 +21,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from avepoint_dynamics import ConfigError, stop_all
+from avepoint_dynamics import ConfigError, JobsPage, stop_all
 from avepoint_dynamics.dlt_compat import ask_dlt_steps_to_stop, clear_dlt_stop
-from avepoint_dynamics.model import JobsPage
 from dlt.common.pipeline import LoadInfo
 from dlt.pipeline.pipeline import Pipeline
 

@@ -110,11 +110,9 @@ class Loader:
         pipeline = dlt.pipeline(
             pipeline_name=self.pipeline_name, pipelines_dir=str(self.workdir / "pipelines")
         )
-        sources = pipeline.state.get("sources", {})
-        resource_state: dict[str, Any] = (
-            sources.get("avepoint_dynamics", {}).get("resources", {}).get("jobs", {})
-        )
-        return resource_state
+        from avepoint_dynamics.state import jobs_state
+
+        return dict(jobs_state(pipeline))
 
 
 # ---------------------------------------------------------------------- the unit tier's guard

@@ -20,6 +20,7 @@ import pytest
 from avepoint_dynamics import run as run_module
 from avepoint_dynamics.model import Window
 from avepoint_dynamics.service import ServiceFindings, probe_service
+from avepoint_dynamics.state import service_state
 from avepoint_simulator import Faults, Simulator
 from avepoint_simulator.api import in_milliseconds
 
@@ -91,8 +92,7 @@ def _findings(loader: Loader) -> dict[str, Any]:
     pipeline = dlt.pipeline(
         pipeline_name=loader.pipeline_name, pipelines_dir=str(loader.workdir / "pipelines")
     )
-    service: dict[str, Any] = pipeline.state["sources"]["avepoint_dynamics"]["service"]
-    (findings,) = service.values()
+    (findings,) = service_state(pipeline).values()
     return dict(findings)
 
 

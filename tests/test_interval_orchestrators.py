@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from avepoint_dynamics.state import read_state
 from avepoint_simulator import Simulator
 
 from .conftest import Loader
@@ -35,8 +36,7 @@ def destination_cursor(loader: Loader, folder: Path) -> Any:
         dataset_name=loader.dataset,
     )
     pipeline.sync_destination()
-    jobs = pipeline.state["sources"]["avepoint_dynamics"]["resources"]["jobs"]
-    return jobs.get("cursor")
+    return read_state(pipeline).cursor
 
 
 def _count(loader: Loader) -> int:

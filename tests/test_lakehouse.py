@@ -26,6 +26,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from avepoint_dynamics import avepoint_dynamics
+from avepoint_dynamics.state import read_state
 from avepoint_pipelines.avepoint_pipeline import Target, TargetError, run_load
 from avepoint_simulator import Faults, Simulator
 
@@ -272,8 +273,7 @@ def test_a_job_read_twice_in_one_run_is_one_row_of_the_delta_table(
 
         rows = lake.jobs()  # one row per job
         truth = sim.world.ground_truth()
-        state = info.pipeline.state["sources"]["avepoint_dynamics"]["resources"]["jobs"]
-        cursor = api_time(state["cursor"])
+        cursor = api_time(read_state(info.pipeline).cursor)
         assert cursor is not None
         before_cursor = [j for j in truth if api_time(j["startTime"]) < cursor]  # type: ignore[operator]
         assert len(before_cursor) > 500

@@ -24,6 +24,7 @@ import dlt
 import duckdb
 import pytest
 from avepoint_dynamics import ApiError
+from avepoint_dynamics.state import jobs_state, read_state
 from avepoint_pipelines.avepoint_pipeline import Target
 from avepoint_pipelines.tenant_runs import TenantResult, run_tenants
 from avepoint_simulator import Simulator
@@ -58,10 +59,8 @@ class Tenants:
             pipeline_name=f"{self.target.pipeline_name}_{tenant}",
             pipelines_dir=self.target.pipelines_dir,
         )
-        jobs = pipeline.state["sources"]["avepoint_dynamics"]["resources"]["jobs"]
-        assert set(jobs["tenants"]) == {tenant}
-        state: dict[str, Any] = jobs["tenants"][tenant]
-        return state
+        assert read_state(pipeline).tenants == (tenant,)
+        return dict(jobs_state(pipeline, tenant))
 
     def night(self) -> None:
         """Every running job finishes, new ones arrive (some running)."""

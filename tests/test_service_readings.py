@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from avepoint_dynamics import check_service
+from avepoint_dynamics.state import service_state
 from avepoint_simulator import Faults, Simulator
 
 from .conftest import Loader, config_env, credentials_for
@@ -210,6 +211,5 @@ def _findings(loader: Loader) -> dict[str, Any]:
     pipeline = dlt.pipeline(
         pipeline_name=loader.pipeline_name, pipelines_dir=str(loader.workdir / "pipelines")
     )
-    service: dict[str, Any] = pipeline.state["sources"]["avepoint_dynamics"]["service"]
-    (findings,) = service.values()
+    (findings,) = service_state(pipeline).values()
     return dict(findings)

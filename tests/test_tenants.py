@@ -8,6 +8,7 @@ from typing import Any
 import dlt
 import pytest
 from avepoint_dynamics import ApiError, ConfigError
+from avepoint_dynamics.state import jobs_state, read_state
 from avepoint_pipelines.avepoint_pipeline import Target
 from avepoint_pipelines.tenant_runs import run_tenants
 from avepoint_simulator import Simulator
@@ -39,10 +40,8 @@ def _state(target: Target, tenant: str) -> dict[str, Any]:
     pipeline = dlt.pipeline(
         pipeline_name=f"{target.pipeline_name}_{tenant}", pipelines_dir=target.pipelines_dir
     )
-    jobs = pipeline.state["sources"]["avepoint_dynamics"]["resources"]["jobs"]
-    assert set(jobs["tenants"]) == {tenant}
-    state: dict[str, Any] = jobs["tenants"][tenant]
-    return state
+    assert read_state(pipeline).tenants == (tenant,)
+    return dict(jobs_state(pipeline, tenant))
 
 
 def test_tenants_load_side_by_side_and_one_failure_spares_the_others(

@@ -49,6 +49,7 @@ from .run_log import RUN_COLUMNS, RUNS_TABLE, RunRecord
 from .service import ServiceFindings, probe_service
 from .settings import DEFAULT_MAX_CONCURRENCY, DEFAULT_PAGE_SIZE
 from .setup import JobsSetup
+from .state import ConnectorState, read_state
 from .stopping import RunStopped, stop_all
 
 __all__ = [
@@ -58,7 +59,9 @@ __all__ = [
     "AvePointCredentials",
     "AvePointError",
     "ConfigError",
+    "ConnectorState",
     "ContractError",
+    "JobsPage",
     "RunRecord",
     "RunStopped",
     "ServiceFindings",
@@ -69,6 +72,7 @@ __all__ = [
     "check_service",
     "jobs",
     "jobs_setup",
+    "read_state",
     "stop_all",
 ]
 

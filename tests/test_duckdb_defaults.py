@@ -50,7 +50,11 @@ def duckdb_settings(pipeline: Any) -> tuple[str, int]:
     return str(memory), int(threads)
 
 
-def test_a_plain_run_loads_with_duckdb_bounded(sim: Simulator, tmp_path: Path) -> None:
+def test_a_plain_run_loads_with_duckdb_bounded(
+    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As in a fresh process: the limit only rises within one (an earlier test may have deduplicated).
+    monkeypatch.delenv("DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG", raising=False)
     path = tmp_path / "jobs.duckdb"
 
     pipeline = plain_run(sim, tmp_path, dlt.destinations.duckdb(credentials=str(path)))
@@ -82,6 +86,7 @@ def test_the_database_file_is_where_dlt_puts_it_without_credentials(
     # The defaults hold only global_config under destination.duckdb.credentials: dlt still names the
     # file after the pipeline, in the working directory, as without them.
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG", raising=False)
 
     pipeline = plain_run(sim, tmp_path, "duckdb")
 
@@ -129,8 +134,8 @@ def test_a_run_that_declares_duplicates_loads_with_the_deduplicating_limit(
     claim.rows(table, proven=False)  # a window read again: dlt's merge runs ROW_NUMBER()
     assert json.loads(os.environ[DUCKDB_GLOBAL_CONFIG_ENV])["memory_limit"] == "96MB"
 
-    set_duckdb_defaults()  # the next run in the same process starts from the unique load's limit
-    assert json.loads(os.environ[DUCKDB_GLOBAL_CONFIG_ENV])["memory_limit"] == "64MB"
+    set_duckdb_defaults()  # a run starting now (another tenant's thread) must not lower it
+    assert json.loads(os.environ[DUCKDB_GLOBAL_CONFIG_ENV])["memory_limit"] == "96MB"
 
 
 @pytest.mark.unit
@@ -195,7 +200,10 @@ def test_a_package_left_pending_loads_with_the_deduplicating_limit(
 DEDUPLICATING_JOBS = 60_000
 
 
-def test_a_load_that_must_deduplicate_fits_the_sources_duckdb_settings(tmp_path: Path) -> None:
+def test_a_load_that_must_deduplicate_fits_the_sources_duckdb_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG", raising=False)
     with Simulator(jobs=DEDUPLICATING_JOBS, seed=5, faults=Faults(churn_per_page=1)) as sim:
         plain_run(sim, tmp_path, dlt.destinations.duckdb(credentials=str(tmp_path / "jobs.duckdb")))
 

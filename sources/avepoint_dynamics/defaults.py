@@ -16,7 +16,10 @@ stuck pipeline. So the run that declares duplicates raises the limit to 96 MB be
 (``DUCKDB_DEDUP_SETTINGS``, :func:`load_must_deduplicate`), and so does a run that starts with a package
 an earlier run left pending (dlt loads it first, before the source says anything about its own rows).
 dlt resolves the destination's configuration again for the load step, after the extract: a value set
-while the rows are read is the one the load's connections get.
+while the rows are read is the one the load's connections get. The limit only ever rises within a
+process: runs in threads of one process (tenants side by side) share the variable, and a run that
+starts must not lower it under another one's deduplicating load; a long-lived process that once
+deduplicated keeps 96 MB, as every run had before.
 
 The setting is the environment variable dlt reads for ``destination.duckdb.credentials.global_config``,
 set only when no provider holds that key already: a user's value anywhere (environment, ``secrets.toml``,
@@ -56,15 +59,14 @@ _OURS = {_ours(DUCKDB_LOAD_SETTINGS), _ours(DUCKDB_DEDUP_SETTINGS)}
 def set_duckdb_defaults() -> None:
     """DuckDB's load settings for this process, unless the user configured ``global_config``."""
     current = os.environ.get(DUCKDB_GLOBAL_CONFIG_ENV)
-    if current is not None and current not in _OURS:
+    if current is None:
+        if dlt.secrets.get("destination.duckdb.credentials.global_config") is not None:
+            return
+        os.environ[DUCKDB_GLOBAL_CONFIG_ENV] = _ours(DUCKDB_LOAD_SETTINGS)
+    elif current not in _OURS:
         return
-    if (
-        current is None
-        and dlt.secrets.get("destination.duckdb.credentials.global_config") is not None
-    ):
-        return
-    settings = DUCKDB_DEDUP_SETTINGS if _pending_package() else DUCKDB_LOAD_SETTINGS
-    os.environ[DUCKDB_GLOBAL_CONFIG_ENV] = _ours(settings)
+    if _pending_package():
+        load_must_deduplicate()
 
 
 def load_must_deduplicate() -> None:

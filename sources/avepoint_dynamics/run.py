@@ -24,6 +24,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from itertools import chain
@@ -147,6 +148,10 @@ class JobsRun:
             reader = WindowReader(client, pool, self.on_page)
             first_pages: dict[Window, JobsPage] = {}
             start = self._new_jobs_start(before)
+            # The clock probe needs nothing the followed ranges' probes find: side by side, one round
+            # trip less before the reading starts (a nightly run's time is mostly round trips).
+            clock = scope.enter_context(ThreadPoolExecutor(1, thread_name_prefix="avepoint-clock"))
+            now_read = clock.submit(service_now, client, selects, self.load_status)
             follow_ranges: list[Window] = []
             if not query.is_backfill and selects in ("start", "unknown"):
                 selections = [self.load_status] + (
@@ -164,7 +169,7 @@ class JobsRun:
                     for window in before.rejected_windows.values()
                     if start is None or (window.start is not None and window.start < start)
                 ]
-            now = self._now = service_now(client, selects, self.load_status)
+            now = self._now = now_read.result()
             end = now if query.end_time is None else min(query.end_time, now)
             if query.is_backfill and start is not None and end <= start:
                 raise ConfigError(

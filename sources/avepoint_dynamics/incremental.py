@@ -37,7 +37,6 @@ from datetime import datetime
 from typing import Any
 
 from .model import Window
-from .query import JobsQuery
 from .settings import FINAL_STATUSES
 from .times import api_time_or_none, format_api_time, parse_api_time
 
@@ -450,11 +449,6 @@ def describe_filters(filters: dict[str, Any] | None) -> str:
         return "none"
     shown = [f"{key} {value}" for key, value in sorted(filters.items()) if value is not None]
     return ", ".join(shown) or "none"
-
-
-def run_filters(query: JobsQuery) -> dict[str, Any]:
-    """The filters of a run, as kept in the state."""
-    return query.filter_key()
 
 
 def follow_marks(jobs: list[dict[str, Any]]) -> tuple[dict[str, datetime], list[str]]:

@@ -30,11 +30,11 @@ from dlt.common.pipeline import LoadInfo
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.pipeline import Pipeline
 
+from ..analytics.views import refresh_views_after_load
 from .lease import DEFAULT_LEASE_SECONDS, DestinationLease, dataset_lease
 from .run_log import RunCounts
 from .shared_dataset import dataset_writer, delta_table_turn, retry_schema_races
 from .table_filters import keep_only_the_runs_filters
-from .views import refresh_views_after_load
 
 logger = logging.getLogger(__name__)
 
@@ -68,12 +68,12 @@ class Target:
         duckdb_threads: DuckDB's ``threads`` while loading; 1 halves its working memory, and loads are
             mostly small incremental merges. None: DuckDB's default (one per core).
         staging_dataset_layout: dlt's ``staging_dataset_name_layout``, where merges stage their rows
-            (a tenant's own: :mod:`avepoint_pipelines.shared_dataset`). None: dlt config, else
+            (a tenant's own: :mod:`avepoint_pipelines.load.shared_dataset`). None: dlt config, else
             ``"%s_staging"``.
         table_format: ``delta``: the filesystem destination writes Delta tables and merges on the
             key (plain Parquet files only take appends). None: plain files.
         lease_seconds: How long the dataset's lease outlives a run killed without a chance to give it
-            back (:mod:`avepoint_pipelines.lease`); renewed every third of it while the run goes on.
+            back (:mod:`avepoint_pipelines.load.lease`); renewed every third of it while the run goes on.
     """
 
     destination: str = "duckdb"
@@ -357,9 +357,9 @@ def run_load(
     """Extract, normalize and load ``source`` into ``target``; finishes a crashed run's package first.
 
     Holds the pipeline's run lock throughout (:func:`exclusive_run`), the dataset's lease
-    (:func:`~avepoint_pipelines.lease.dataset_lease`, confirmed again before the load), and for DuckDB the
-    file's writer lock (:func:`~avepoint_pipelines.shared_dataset.dataset_writer`: a tenant loading into
-    the same file waits). After the load, the analyst views (:mod:`avepoint_pipelines.views`) are created
+    (:func:`~avepoint_pipelines.load.lease.dataset_lease`, confirmed again before the load), and for DuckDB the
+    file's writer lock (:func:`~avepoint_pipelines.load.shared_dataset.dataset_writer`: a tenant loading into
+    the same file waits). After the load, the analyst views (:mod:`avepoint_pipelines.analytics.views`) are created
     or replaced.
 
     Args:

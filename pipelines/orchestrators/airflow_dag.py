@@ -3,7 +3,7 @@
 Install with ``pip install 'avepoint-dynamics-dlt[airflow]'`` into Airflow's environment, then put a
 one-line file into the dags folder, e.g. ``$AIRFLOW_HOME/dags/avepoint_dynamics_dag.py``::
 
-    from avepoint_pipelines.airflow_dag import dag  # noqa: F401  (Airflow finds the DAG by this name)
+    from avepoint_pipelines.orchestrators.airflow_dag import dag  # noqa: F401  (Airflow finds the DAG by this name)
 
 Any file name but ``avepoint_dynamics.py``: the dags folder is on ``sys.path``, where a module of that name
 hides the ``avepoint_dynamics`` package.
@@ -56,7 +56,11 @@ from airflow.timetables.trigger import CronTriggerTimetable
 from avepoint_dynamics import avepoint_dynamics
 from dlt.helpers.airflow_helper import PipelineTasksGroup
 
-from .avepoint_pipeline import (
+from ..analytics.freshness import StaleBackups, check_freshness, stale_hours_from_env
+from ..analytics.views import refresh_views_after_load
+from ..failures import describe_failure
+from ..load.lease import dataset_lease
+from ..load.pipeline import (
     DEFAULT_DATASET,
     DEFAULT_DUCKDB,
     DEFAULT_PIPELINE,
@@ -65,13 +69,9 @@ from .avepoint_pipeline import (
     make_pipeline,
     prepare_source,
 )
-from .failures import describe_failure
-from .freshness import StaleBackups, check_freshness, stale_hours_from_env
-from .lease import dataset_lease
-from .shared_dataset import dataset_writer
-from .tenant_runs import run_tenant
-from .tenants import checked_tenants, configured_tenants
-from .views import refresh_views_after_load
+from ..load.shared_dataset import dataset_writer
+from ..load.tenant_runs import run_tenant
+from ..load.tenants import checked_tenants, configured_tenants
 
 logger = logging.getLogger(__name__)
 
@@ -242,7 +242,7 @@ def _inside_the_lease(task: Any, target: Target) -> None:
     """dlt's run task, run inside the dataset's lease: one writer per dataset wherever runs start.
 
     Each task has a fresh working folder, so only the lease in the destination keeps a CLI backfill or a
-    run on another host apart from it (:mod:`avepoint_pipelines.lease`).
+    run on another host apart from it (:mod:`avepoint_pipelines.load.lease`).
     """
     run = task.python_callable
 

@@ -17,7 +17,16 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import NoReturn
 
-from .avepoint_pipeline import (
+from ..analytics.report import DEFAULT_DAYS, DEFAULT_REPORT
+from ..analytics.run_freshness import DEFAULT_RUN_STALE_HOURS
+from ..analytics.views import DEFAULT_STALE_AFTER_HOURS
+from ..failures import (
+    Terminated,
+    UsageError,
+    chain_lines,
+    describe_failure,
+)
+from ..load.pipeline import (
     DEFAULT_DATASET,
     DEFAULT_DUCKDB,
     DEFAULT_PIPELINE,
@@ -36,16 +45,7 @@ from .commands import (
     cmd_state,
 )
 from .console import LiveLine, configure_logging
-from .failures import (
-    Terminated,
-    UsageError,
-    chain_lines,
-    describe_failure,
-)
-from .report import DEFAULT_DAYS, DEFAULT_REPORT
-from .run_freshness import DEFAULT_RUN_STALE_HOURS
 from .source_options import API, FIRST_LOAD, READING, add_source_options
-from .views import DEFAULT_STALE_AFTER_HOURS
 
 
 # --------------------------------------------------------------------------- the parser

@@ -2,7 +2,7 @@
 
 Install with ``pip install 'avepoint-dynamics-dlt[dagster]'`` and point Dagster at this module::
 
-    dagster dev -m avepoint_pipelines.dagster_defs
+    dagster dev -m avepoint_pipelines.orchestrators.dagster_defs
 
 Configuration, read when Dagster loads the definitions (each run loads them anew):
 
@@ -42,7 +42,11 @@ import dagster as dg
 from avepoint_dynamics import avepoint_dynamics
 from dagster_dlt import DagsterDltResource, dlt_assets
 
-from .avepoint_pipeline import (
+from ..analytics.freshness import Freshness, check_freshness, stale_hours_from_env
+from ..analytics.views import refresh_views_after_load
+from ..failures import describe_failure
+from ..load.lease import dataset_lease
+from ..load.pipeline import (
     DEFAULT_DATASET,
     DEFAULT_DUCKDB,
     DEFAULT_PIPELINE,
@@ -52,12 +56,8 @@ from .avepoint_pipeline import (
     prepare_source,
     rejected_jobs,
 )
-from .failures import describe_failure
-from .freshness import Freshness, check_freshness, stale_hours_from_env
-from .lease import dataset_lease
-from .tenant_runs import refresh_views, run_tenant
-from .tenants import checked_tenants, configured_tenants
-from .views import refresh_views_after_load
+from ..load.tenant_runs import refresh_views, run_tenant
+from ..load.tenants import checked_tenants, configured_tenants
 
 JOB_NAME = "avepoint_jobs_daily"
 CHECK_NAME = "backups_fresh"
@@ -230,7 +230,7 @@ def tenant_definitions(target: Target, tenants: Sequence[str]) -> dg.Definitions
 
     Each partition loads its tenant through the tenant's own dlt pipeline (``<pipeline>_<tenant>``: its
     state, working folder and run lock) and staging dataset, into the one dataset, as ``load --tenant``
-    does (:func:`~avepoint_pipelines.tenant_runs.run_tenant`); then the analyst views. The schedule asks
+    does (:func:`~avepoint_pipelines.load.tenant_runs.run_tenant`); then the analyst views. The schedule asks
     for one run per tenant each day: a tenant whose service fails fails its run only, and can be run
     again alone (its partition). Runs of several tenants at once are safe (PostgreSQL and other
     warehouses load side by side; a DuckDB file is written by one run at a time, the others wait).
@@ -295,5 +295,5 @@ def tenant_definitions(target: Target, tenants: Sequence[str]) -> dg.Definitions
 
 @dg.definitions  # type: ignore[untyped-decorator, unused-ignore]
 def defs() -> dg.Definitions:
-    """What ``dagster dev -m avepoint_pipelines.dagster_defs`` loads (lazily: importing needs no config)."""
+    """What ``dagster dev -m avepoint_pipelines.orchestrators.dagster_defs`` loads (lazily: importing needs no config)."""
     return build_definitions()

@@ -26,11 +26,16 @@ from avepoint_dynamics.dlt_compat import ask_dlt_steps_to_stop, clear_dlt_stop
 from dlt.common.pipeline import LoadInfo
 from dlt.pipeline.pipeline import Pipeline
 
-from ..analytics.views import refresh_views_after_load
 from .lease import dataset_lease
-from .pipeline import Target, exclusive_run, make_pipeline, prepare_source, run_in_steps
+from .pipeline import (
+    Target,
+    exclusive_run,
+    make_pipeline,
+    prepare_source,
+    refresh_views,
+    run_in_steps,
+)
 from .run_log import RunCounts
-from .shared_dataset import dataset_writer
 from .tenants import checked_tenants, tenant_source, tenant_target
 
 logger = logging.getLogger(__name__)
@@ -165,17 +170,8 @@ def run_tenants(
     loaded = [result for result in results if result.ok]
     if loaded:
         # Once, after every tenant: the views follow the table's columns, whoever loaded.
-        refresh_views(loaded[0].load_info, target)
+        refresh_views(cast(Pipeline, loaded[0].load_info.pipeline), target)
     return results
-
-
-def refresh_views(info: LoadInfo, target: Target) -> None:
-    """The analyst views, after a tenant loaded: through its pipeline (for DuckDB, as the file's writer).
-
-    A failure is logged, never raised (:func:`~avepoint_pipelines.analytics.views.refresh_views_after_load`).
-    """
-    with dataset_writer(target.duckdb_file):
-        refresh_views_after_load(cast(Pipeline, info.pipeline))
 
 
 def _side_by_side(

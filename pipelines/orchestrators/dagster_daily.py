@@ -28,8 +28,8 @@ from dlt.common.configuration.container import Container
 from dlt.extract.incremental.context import TimeIntervalContext
 
 from ..failures import describe_failure
-from ..load.pipeline import Target, rejected_jobs, run_load
-from .dagster_defs import JOBS_ASSET, connector_logs_to, freshness_checks, target_from_env
+from ..load.pipeline import Target, rejected_jobs, run_load, target_from_env
+from .dagster_defs import JOBS_ASSET, connector_logs_to, freshness_checks
 
 JOB_NAME = "avepoint_jobs_by_day"
 #: The first day, when not given: ``AVEPOINT_PARTITIONS_START`` (ISO date).

@@ -14,8 +14,9 @@ import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from types import FrameType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from ..analytics.report import DEFAULT_DAYS, DEFAULT_REPORT
 from ..analytics.run_freshness import DEFAULT_RUN_STALE_HOURS
@@ -66,7 +67,335 @@ def _version() -> str:
     return f"%(prog)s {ours} (dlt {version('dlt')})"
 
 
+# --------------------------------------------------------------------------- the commands, as a table
+@dataclass(frozen=True)
+class Flag:
+    """One option of a command: its names and the keywords ``add_argument`` takes."""
+
+    names: tuple[str, ...]
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def _flag(*names: str, **options: Any) -> Flag:
+    return Flag(names, options)
+
+
+@dataclass(frozen=True)
+class SourceFlags:
+    """The source's parameters ``names`` as options, from its signature (:mod:`.source_options`)."""
+
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command: its name, help, what runs it, its options in ``--help`` order, fixed values."""
+
+    name: str
+    help: str
+    func: Callable[[argparse.Namespace], int]
+    options: tuple[Flag | SourceFlags, ...]
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: Before or after the command: ``avepoint-dynamics -q load`` and ``... load -q``.
+GLOBAL_FLAGS = (
+    _flag(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress or summary; only warnings and errors (default: off)",
+    ),
+    _flag(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="debug logging, and the whole exception chain of a failure (default: off)",
+    ),
+    _flag(
+        "--log-level",
+        metavar="LEVEL",
+        default=None,
+        help=f"log level: {', '.join(LOG_LEVELS)} (default: RUNTIME__LOG_LEVEL or [runtime] log_level "
+        "if set, else INFO; -q WARNING, -v DEBUG)",
+    ),
+)
+DUCKDB_PATH = _flag(
+    "--duckdb-path",
+    metavar="FILE",
+    default=DEFAULT_DUCKDB,
+    help=f"the DuckDB file (default: {DEFAULT_DUCKDB})",
+)
+#: Which pipeline: its destination, name and working folder.
+WHERE = (
+    _flag(
+        "--destination",
+        metavar="NAME",
+        default="duckdb",
+        help="a dlt destination name: duckdb, postgres, filesystem, ... (default: duckdb)",
+    ),
+    DUCKDB_PATH,
+    _flag(
+        "--pipeline-name",
+        metavar="NAME",
+        default=DEFAULT_PIPELINE,
+        help=f"dlt pipeline name: its state and working folder (default: {DEFAULT_PIPELINE})",
+    ),
+    _flag(
+        "--pipelines-dir",
+        metavar="DIR",
+        default=None,
+        help="the pipeline's working folder root (default: beside the DuckDB file, FILE.dlt/; "
+        f"./{DEFAULT_PIPELINES_DIR}/ for other destinations)",
+    ),
+)
+DATASET = _flag(
+    "--dataset",
+    metavar="NAME",
+    default=DEFAULT_DATASET,
+    help=f"dataset / schema name (default: {DEFAULT_DATASET})",
+)
+LOADING = (
+    _flag(
+        "--duckdb-memory-limit",
+        metavar="SIZE",
+        default="96MB",
+        help="DuckDB memory_limit while loading; 'none' for DuckDB's own (default: 96MB)",
+    ),
+    _flag(
+        "--duckdb-threads",
+        metavar="N",
+        default="1",
+        help="DuckDB threads while loading; 'none' for DuckDB's own (default: 1)",
+    ),
+    _flag(
+        "--table-format",
+        choices=sorted(TABLE_FORMATS),
+        default=None,
+        help="with --destination filesystem: write Delta tables, merged on the job id "
+        "(needs the lakehouse extra; default: Parquet files, one row per job per load)",
+    ),
+    _flag(
+        "--json",
+        action="store_true",
+        help="print the run's outcome as one JSON object on stdout: what was read, inserted, "
+        "updated, deleted, set aside, requests, retries, cursors, load id (default: one line)",
+    ),
+    _flag(
+        "--fail-on-rejected",
+        action="store_true",
+        help="exit 5 when jobs were set aside in jobs_rejected (default: exit 0 and warn)",
+    ),
+)
+READING_FLAGS = (
+    SourceFlags(API),
+    SourceFlags(READING),
+    _flag(
+        "--tenants",
+        metavar="A,B",
+        help="several tenants, comma-separated; each reads [sources.avepoint_dynamics_<name>] "
+        "and loads through a pipeline of its own, <pipeline-name>_<name> "
+        "(default: one tenant, [sources.avepoint_dynamics])",
+    ),
+    _flag(
+        "--parallel",
+        metavar="N",
+        type=int,
+        default=None,
+        help="with --tenants: load up to N tenants at once (default: 1, one after another)",
+    ),
+)
+COMMANDS = (
+    Command(
+        "load",
+        "incremental load (the scheduled job)",
+        cmd_load,
+        (*WHERE, DATASET, *LOADING, *READING_FLAGS, SourceFlags(FIRST_LOAD)),
+        {"end_time": None},
+    ),
+    Command(
+        "backfill",
+        "load a bounded range; the incremental state is untouched",
+        cmd_backfill,
+        (
+            *WHERE,
+            DATASET,
+            *LOADING,
+            *READING_FLAGS,
+            _flag(
+                "--from",
+                dest="from_",
+                metavar="DATE",
+                required=True,
+                help=f"start, inclusive, ISO-8601 like {ISO_EXAMPLES} (required)",
+            ),
+            _flag("--to", metavar="DATE", help="end, exclusive, ISO-8601 (default: now)"),
+        ),
+    ),
+    Command(
+        "check",
+        "prove credentials and API work; loads nothing",
+        cmd_check,
+        (
+            SourceFlags(API),
+            _flag(
+                "--deep",
+                action="store_true",
+                help="also learn how the service reads requests: its time window, bounds, order, "
+                "page sizes, fields (15 to 25 requests; default: a token and one job)",
+            ),
+            _flag(
+                "--json",
+                action="store_true",
+                help="print the result as one JSON object on stdout (default: a sentence)",
+            ),
+        ),
+        {"initial_start_time": None, "end_time": None},
+    ),
+    Command(
+        "state",
+        "show the cursor, the followed (open, set-aside) and abandoned jobs, where the state lives",
+        cmd_state,
+        (
+            *WHERE,
+            _flag(
+                "--tenant",
+                help="the state of this tenant (load --tenant / --tenants; default: none)",
+            ),
+            _flag(
+                "--json",
+                action="store_true",
+                help="one JSON object on stdout, on one line (default: the same object, indented)",
+            ),
+        ),
+    ),
+    Command(
+        "reset",
+        "forget the incremental state (asks first)",
+        cmd_reset,
+        (
+            *WHERE,
+            DATASET,
+            _flag(
+                "--tenant",
+                help="forget only this tenant's state (default: the pipeline's and every tenant's "
+                "loaded beside it with --tenant / --tenants)",
+            ),
+            _flag(
+                "--yes",
+                action="store_true",
+                help="do not ask (default: ask on a terminal, refuse elsewhere)",
+            ),
+        ),
+    ),
+    Command(
+        "report",
+        "write a self-contained HTML report of the analyst views (DuckDB)",
+        cmd_report,
+        (
+            DUCKDB_PATH,
+            DATASET,
+            _flag(
+                "--output",
+                metavar="FILE",
+                default=DEFAULT_REPORT,
+                help=f"HTML file to write (default: {DEFAULT_REPORT})",
+            ),
+            _flag(
+                "--stale-hours",
+                metavar="HOURS",
+                type=float,
+                default=None,
+                help="a backup older than this is stale (default: the views', "
+                f"{DEFAULT_STALE_AFTER_HOURS:g})",
+            ),
+            _flag(
+                "--days",
+                type=int,
+                default=DEFAULT_DAYS,
+                help=f"days in the outcomes chart (default: {DEFAULT_DAYS})",
+            ),
+        ),
+    ),
+    Command(
+        "alert",
+        "exit 6 when an organization has no successful backup within the threshold "
+        "(reads the destination's backup_freshness view)",
+        cmd_alert,
+        (
+            *WHERE,
+            DATASET,
+            _flag(
+                "--stale-hours",
+                metavar="HOURS",
+                type=float,
+                default=None,
+                help="no successful backup for longer than this is stale (default: the view's, "
+                f"{DEFAULT_STALE_AFTER_HOURS:g})",
+            ),
+            _flag(
+                "--run-stale-hours",
+                metavar="HOURS",
+                type=float,
+                default=None,
+                help="no load completed for longer than this (the run log, _avepoint_runs) is "
+                f"stale too: a silent loader (default: {DEFAULT_RUN_STALE_HOURS:g})",
+            ),
+            _flag(
+                "--organization",
+                metavar="NAME",
+                action="append",
+                help="only this organization, by name or id; repeat it or separate with commas "
+                "(default: every organization)",
+            ),
+            _flag(
+                "--json",
+                action="store_true",
+                help="print the result as JSON, stale or not (default: one line per stale "
+                "organization)",
+            ),
+            _flag(
+                "--wait",
+                metavar="SECONDS",
+                type=float,
+                default=10.0,
+                help="while a load holds the DuckDB file, wait this long before answering busy "
+                "(exit 75) (default: 10)",
+            ),
+        ),
+    ),
+    Command(
+        "demo",
+        "simulator + real pipeline + DuckDB file + summary",
+        cmd_demo,
+        (
+            _flag(
+                "--jobs",
+                type=int,
+                default=20_000,
+                help="jobs in the simulated history (default: 20000)",
+            ),
+            _flag("--seed", type=int, default=42, help="seed of the history (default: 42)"),
+            _flag(
+                "--latency-ms",
+                type=int,
+                default=5,
+                help="latency the simulator adds to each request (default: 5)",
+            ),
+            _flag(
+                "--duckdb-path",
+                metavar="FILE",
+                default="avepoint_demo.duckdb",
+                help="the DuckDB file, replaced if it exists (default: avepoint_demo.duckdb)",
+            ),
+        ),
+    ),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The command line, built from :data:`GLOBAL_FLAGS` and :data:`COMMANDS`."""
     parser = _Parser(
         prog="avepoint-dynamics",
         description="Load the job history of AvePoint Cloud Backup for Dynamics 365 with dlt.",
@@ -75,298 +404,27 @@ def build_parser() -> argparse.ArgumentParser:
         "130 interrupted, 143 terminated (SIGTERM).",
     )
     parser.add_argument("--version", action="version", version=_version())
-    # -q / -v work before or after the command: `avepoint-dynamics -q load` and `... load -q`.
-    quiet_help = "no progress or summary; only warnings and errors (default: off)"
-    verbose_help = "debug logging, and the whole exception chain of a failure (default: off)"
+    # A command's copy of the global flags leaves them unset unless given after the command.
     common = _Parser(add_help=False)
-    common.add_argument(
-        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=quiet_help
-    )
-    common.add_argument(
-        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose_help
-    )
-    level_help = (
-        f"log level: {', '.join(LOG_LEVELS)} (default: RUNTIME__LOG_LEVEL or [runtime] log_level "
-        "if set, else INFO; -q WARNING, -v DEBUG)"
-    )
-    common.add_argument("--log-level", metavar="LEVEL", default=argparse.SUPPRESS, help=level_help)
-    parser.add_argument("-q", "--quiet", action="store_true", help=quiet_help)
-    parser.add_argument("-v", "--verbose", action="store_true", help=verbose_help)
-    parser.add_argument("--log-level", metavar="LEVEL", default=None, help=level_help)
+    for flag in GLOBAL_FLAGS:
+        _add(parser, flag)
+        _add(common, Flag(flag.names, {**flag.options, "default": argparse.SUPPRESS}))
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def where_options(command: argparse.ArgumentParser) -> None:
-        """Which pipeline: its destination, name and working folder."""
-        command.add_argument(
-            "--destination",
-            metavar="NAME",
-            default="duckdb",
-            help="a dlt destination name: duckdb, postgres, filesystem, ... (default: duckdb)",
-        )
-        command.add_argument(
-            "--duckdb-path",
-            metavar="FILE",
-            default=DEFAULT_DUCKDB,
-            help=f"the DuckDB file (default: {DEFAULT_DUCKDB})",
-        )
-        command.add_argument(
-            "--pipeline-name",
-            metavar="NAME",
-            default=DEFAULT_PIPELINE,
-            help=f"dlt pipeline name: its state and working folder (default: {DEFAULT_PIPELINE})",
-        )
-        command.add_argument(
-            "--pipelines-dir",
-            metavar="DIR",
-            default=None,
-            help="the pipeline's working folder root (default: beside the DuckDB file, FILE.dlt/; "
-            f"./{DEFAULT_PIPELINES_DIR}/ for other destinations)",
-        )
-
-    def dataset_option(command: argparse.ArgumentParser) -> None:
-        command.add_argument(
-            "--dataset",
-            metavar="NAME",
-            default=DEFAULT_DATASET,
-            help=f"dataset / schema name (default: {DEFAULT_DATASET})",
-        )
-
-    def loading_options(command: argparse.ArgumentParser) -> None:
-        command.add_argument(
-            "--duckdb-memory-limit",
-            metavar="SIZE",
-            default="96MB",
-            help="DuckDB memory_limit while loading; 'none' for DuckDB's own (default: 96MB)",
-        )
-        command.add_argument(
-            "--duckdb-threads",
-            metavar="N",
-            default="1",
-            help="DuckDB threads while loading; 'none' for DuckDB's own (default: 1)",
-        )
-        command.add_argument(
-            "--table-format",
-            choices=sorted(TABLE_FORMATS),
-            default=None,
-            help="with --destination filesystem: write Delta tables, merged on the job id "
-            "(needs the lakehouse extra; default: Parquet files, one row per job per load)",
-        )
-        command.add_argument(
-            "--json",
-            action="store_true",
-            help="print the run's outcome as one JSON object on stdout: what was read, inserted, "
-            "updated, deleted, set aside, requests, retries, cursors, load id (default: one line)",
-        )
-        command.add_argument(
-            "--fail-on-rejected",
-            action="store_true",
-            help="exit 5 when jobs were set aside in jobs_rejected (default: exit 0 and warn)",
-        )
-
-    def api_options(command: argparse.ArgumentParser) -> None:
-        add_source_options(command, API)
-
-    def reading_options(command: argparse.ArgumentParser) -> None:
-        add_source_options(command, READING)
-        command.add_argument(
-            "--tenants",
-            metavar="A,B",
-            help="several tenants, comma-separated; each reads [sources.avepoint_dynamics_<name>] "
-            "and loads through a pipeline of its own, <pipeline-name>_<name> "
-            "(default: one tenant, [sources.avepoint_dynamics])",
-        )
-        command.add_argument(
-            "--parallel",
-            metavar="N",
-            type=int,
-            default=None,
-            help="with --tenants: load up to N tenants at once (default: 1, one after another)",
-        )
-
-    load = commands.add_parser(
-        "load", parents=[common], help="incremental load (the scheduled job)"
-    )
-    where_options(load)
-    dataset_option(load)
-    loading_options(load)
-    api_options(load)
-    reading_options(load)
-    add_source_options(load, FIRST_LOAD)
-    load.set_defaults(func=cmd_load, end_time=None)
-
-    backfill = commands.add_parser(
-        "backfill",
-        parents=[common],
-        help="load a bounded range; the incremental state is untouched",
-    )
-    where_options(backfill)
-    dataset_option(backfill)
-    loading_options(backfill)
-    api_options(backfill)
-    reading_options(backfill)
-    backfill.add_argument(
-        "--from",
-        dest="from_",
-        metavar="DATE",
-        required=True,
-        help=f"start, inclusive, ISO-8601 like {ISO_EXAMPLES} (required)",
-    )
-    backfill.add_argument("--to", metavar="DATE", help="end, exclusive, ISO-8601 (default: now)")
-    backfill.set_defaults(func=cmd_backfill)
-
-    check = commands.add_parser(
-        "check", parents=[common], help="prove credentials and API work; loads nothing"
-    )
-    api_options(check)
-    check.add_argument(
-        "--deep",
-        action="store_true",
-        help="also learn how the service reads requests: its time window, bounds, order, page "
-        "sizes, fields (15 to 25 requests; default: a token and one job)",
-    )
-    check.add_argument(
-        "--json",
-        action="store_true",
-        help="print the result as one JSON object on stdout (default: a sentence)",
-    )
-    check.set_defaults(func=cmd_check, initial_start_time=None, end_time=None)
-
-    state = commands.add_parser(
-        "state",
-        parents=[common],
-        help="show the cursor, the followed (open, set-aside) and abandoned jobs, where the state lives",
-    )
-    where_options(state)
-    state.add_argument(
-        "--tenant", help="the state of this tenant (load --tenant / --tenants; default: none)"
-    )
-    state.add_argument(
-        "--json",
-        action="store_true",
-        help="one JSON object on stdout, on one line (default: the same object, indented)",
-    )
-    state.set_defaults(func=cmd_state)
-
-    reset = commands.add_parser(
-        "reset", parents=[common], help="forget the incremental state (asks first)"
-    )
-    where_options(reset)
-    dataset_option(reset)
-    reset.add_argument(
-        "--tenant",
-        help="forget only this tenant's state (default: the pipeline's and every tenant's loaded "
-        "beside it with --tenant / --tenants)",
-    )
-    reset.add_argument(
-        "--yes",
-        action="store_true",
-        help="do not ask (default: ask on a terminal, refuse elsewhere)",
-    )
-    reset.set_defaults(func=cmd_reset)
-
-    report = commands.add_parser(
-        "report",
-        parents=[common],
-        help="write a self-contained HTML report of the analyst views (DuckDB)",
-    )
-    report.add_argument(
-        "--duckdb-path",
-        metavar="FILE",
-        default=DEFAULT_DUCKDB,
-        help=f"the DuckDB file (default: {DEFAULT_DUCKDB})",
-    )
-    dataset_option(report)
-    report.add_argument(
-        "--output",
-        metavar="FILE",
-        default=DEFAULT_REPORT,
-        help=f"HTML file to write (default: {DEFAULT_REPORT})",
-    )
-    report.add_argument(
-        "--stale-hours",
-        metavar="HOURS",
-        type=float,
-        default=None,
-        help=f"a backup older than this is stale (default: the views', {DEFAULT_STALE_AFTER_HOURS:g})",
-    )
-    report.add_argument(
-        "--days",
-        type=int,
-        default=DEFAULT_DAYS,
-        help=f"days in the outcomes chart (default: {DEFAULT_DAYS})",
-    )
-    report.set_defaults(func=cmd_report)
-
-    alert = commands.add_parser(
-        "alert",
-        parents=[common],
-        help="exit 6 when an organization has no successful backup within the threshold "
-        "(reads the destination's backup_freshness view)",
-    )
-    where_options(alert)
-    dataset_option(alert)
-    alert.add_argument(
-        "--stale-hours",
-        metavar="HOURS",
-        type=float,
-        default=None,
-        help=f"no successful backup for longer than this is stale (default: the view's, "
-        f"{DEFAULT_STALE_AFTER_HOURS:g})",
-    )
-    alert.add_argument(
-        "--run-stale-hours",
-        metavar="HOURS",
-        type=float,
-        default=None,
-        help="no load completed for longer than this (the run log, _avepoint_runs) is stale too: "
-        f"a silent loader (default: {DEFAULT_RUN_STALE_HOURS:g})",
-    )
-    alert.add_argument(
-        "--organization",
-        metavar="NAME",
-        action="append",
-        help="only this organization, by name or id; repeat it or separate with commas "
-        "(default: every organization)",
-    )
-    alert.add_argument(
-        "--json",
-        action="store_true",
-        help="print the result as JSON, stale or not (default: one line per stale organization)",
-    )
-    alert.add_argument(
-        "--wait",
-        metavar="SECONDS",
-        type=float,
-        default=10.0,
-        help="while a load holds the DuckDB file, wait this long before answering busy (exit 75) "
-        "(default: 10)",
-    )
-    alert.set_defaults(func=cmd_alert)
-
-    demo = commands.add_parser(
-        "demo", parents=[common], help="simulator + real pipeline + DuckDB file + summary"
-    )
-    demo.add_argument(
-        "--jobs", type=int, default=20_000, help="jobs in the simulated history (default: 20000)"
-    )
-    demo.add_argument("--seed", type=int, default=42, help="seed of the history (default: 42)")
-    demo.add_argument(
-        "--latency-ms",
-        type=int,
-        default=5,
-        help="latency the simulator adds to each request (default: 5)",
-    )
-    demo.add_argument(
-        "--duckdb-path",
-        metavar="FILE",
-        default="avepoint_demo.duckdb",
-        help="the DuckDB file, replaced if it exists (default: avepoint_demo.duckdb)",
-    )
-    demo.set_defaults(func=cmd_demo)
+    for command in COMMANDS:
+        sub = commands.add_parser(command.name, parents=[common], help=command.help)
+        for option in command.options:
+            _add(sub, option)
+        sub.set_defaults(func=command.func, **command.defaults)
     return parser
 
 
-# --------------------------------------------------------------------------- running
+def _add(parser: argparse.ArgumentParser, option: Flag | SourceFlags) -> None:
+    if isinstance(option, SourceFlags):
+        add_source_options(parser, option.names)
+    else:
+        parser.add_argument(*option.names, **option.options)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``avepoint-dynamics`` console script."""
     args = build_parser().parse_args(argv)
@@ -379,9 +437,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.live, quiet=args.quiet, verbose=args.verbose, level=level)
     with _sigterm_interrupts():
         return run_command(args.func, args)
-
-
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def log_level(flag: str | None) -> str | None:

@@ -81,7 +81,7 @@ def dlt_phases(pipeline: Any, wall_start: dt.datetime, wall_end: dt.datetime) ->
 def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
     """``avepoint_dynamics`` through ``run_load``, as a user runs it (also the incremental run)."""
     from avepoint_dynamics import AvePointCredentials, avepoint_dynamics
-    from avepoint_pipelines.avepoint_pipeline import Target, make_pipeline, run_load
+    from avepoint_pipelines.load.pipeline import Target, make_pipeline, run_load
 
     credentials = AvePointCredentials()
     credentials.client_id = spec["client_id"]

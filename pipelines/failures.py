@@ -218,7 +218,7 @@ def _destination_failed(cause: BaseException, chain: Sequence[BaseException]) ->
     from dlt.common.destination.exceptions import DestinationException
     from dlt.pipeline.exceptions import PipelineStepFailed
 
-    from .lease import LeaseStepFailed
+    from .load.lease import LeaseStepFailed
 
     step = getattr(cause, "step", None)
     if isinstance(cause, PipelineStepFailed | LeaseStepFailed) and step in (

@@ -12,7 +12,7 @@ from typing import Any
 import duckdb
 import pytest
 from avepoint_dynamics import AvePointCredentials, avepoint_dynamics
-from avepoint_pipelines.avepoint_pipeline import Target, run_load
+from avepoint_pipelines.load.pipeline import Target, run_load
 from avepoint_simulator import Simulator
 
 # dlt reads .dlt/ of the working directory and these env vars: keep tests independent of the developer's.

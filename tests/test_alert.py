@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from avepoint_pipelines.avepoint_pipeline import Target, run_load
 from avepoint_pipelines.cli import main
+from avepoint_pipelines.load.pipeline import Target, run_load
 from avepoint_simulator import Simulator
 
 from .conftest import Loader
@@ -267,7 +267,7 @@ def test_alert_reads_backup_freshness_in_postgres(
 def test_alert_names_the_tenant_of_a_stale_organization_when_tenants_share_the_dataset(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from avepoint_pipelines.tenant_runs import run_tenants
+    from avepoint_pipelines.load.tenant_runs import run_tenants
 
     from .test_tenants import _configure
 

@@ -214,7 +214,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert (tmp_path / "avepoint_demo_report.html").stat().st_size > 10_000
     assert "[sources.avepoint_dynamics.credentials]" in out
     # The night looks like one: the suggested query's last good backups are hours apart.
-    from avepoint_pipelines.demo import SQL_TO_TRY
+    from avepoint_pipelines.cli.demo import SQL_TO_TRY
 
     with duckdb.connect(str(tmp_path / "avepoint_demo.duckdb"), read_only=True) as con:
         last_good = [row[1] for row in con.execute(SQL_TO_TRY).fetchall()]

@@ -394,7 +394,7 @@ def test_the_first_progress_line_promises_no_eta() -> None:
     import io
 
     from avepoint_dynamics.model import JobsPage, Window
-    from avepoint_pipelines.console import ETA_AFTER_PAGES, ETA_AFTER_S, LiveLine, Progress
+    from avepoint_pipelines.cli.console import ETA_AFTER_PAGES, ETA_AFTER_S, LiveLine, Progress
 
     progress = Progress(LiveLine(io.StringIO()), quiet=True)
     progress.started -= 5.0  # signing in and learning the service took 5 s before the first page

@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 import duckdb
 import pytest
 from avepoint_dynamics import avepoint_dynamics
-from avepoint_pipelines.avepoint_pipeline import Target, make_pipeline, run_load
+from avepoint_pipelines.load.pipeline import Target, make_pipeline, run_load
 from avepoint_simulator import Simulator
 
 from .conftest import Loader, credentials_for

@@ -17,7 +17,7 @@ from typing import Any
 import dlt
 import pytest
 from avepoint_dynamics import avepoint_dynamics
-from avepoint_pipelines.avepoint_pipeline import run_load
+from avepoint_pipelines.load.pipeline import run_load
 from avepoint_simulator import Faults, Simulator
 from dlt.pipeline.exceptions import PipelineStepFailed
 

@@ -37,7 +37,7 @@ from avepoint_pipelines.failures import (
     describe_failure,
     redact,
 )
-from avepoint_pipelines.tenants import tenant_source
+from avepoint_pipelines.load.tenants import tenant_source
 from dlt.common.configuration import resolve_configuration
 from dlt.common.configuration.exceptions import (
     ConfigFieldMissingException,
@@ -359,7 +359,7 @@ def test_the_credentials_repr_holds_no_secret() -> None:
 
 
 def test_a_destination_failing_at_the_lease_is_pointed_at_its_credentials(tmp_path: Path) -> None:
-    from avepoint_pipelines.lease import LeaseStepFailed
+    from avepoint_pipelines.load.lease import LeaseStepFailed
 
     postgres = dlt.pipeline(
         pipeline_name="unit_pg_lease",

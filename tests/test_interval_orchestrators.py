@@ -48,7 +48,7 @@ def test_a_dagster_daily_partition_loads_exactly_its_utc_day(
     sim: Simulator, loader: Loader, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import dagster as dg
-    from avepoint_pipelines import dagster_daily
+    from avepoint_pipelines.orchestrators import dagster_daily
 
     for name, value in source_env(sim, loader).items():
         monkeypatch.setenv(name, value)

@@ -322,7 +322,7 @@ def test_invalid_config_fails_before_any_request(
 
 def test_config_comes_from_dlt_env_vars(sim: Simulator, loader: Loader, monkeypatch: Any) -> None:
     from avepoint_dynamics import avepoint_dynamics
-    from avepoint_pipelines.avepoint_pipeline import run_load
+    from avepoint_pipelines.load.pipeline import run_load
 
     for name, value in config_env(sim, job_type="2", page_size="40").items():
         monkeypatch.setenv(name, value)

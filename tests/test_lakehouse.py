@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 import pytest
 from avepoint_dynamics import avepoint_dynamics
 from avepoint_dynamics.state import read_state
-from avepoint_pipelines.avepoint_pipeline import Target, TargetError, run_load
+from avepoint_pipelines.load.pipeline import Target, TargetError, run_load
 from avepoint_simulator import Faults, Simulator
 
 from .conftest import config_env, credentials_for
@@ -338,7 +338,7 @@ def test_the_cli_loads_a_delta_table_on_s3_and_refuses_it_elsewhere_in_one_line(
 def test_first_of_each_key_per_table_per_run(tmp_path: Path) -> None:
     import dlt
     import pyarrow as pa
-    from avepoint_pipelines.avepoint_pipeline import FirstOfEachKey
+    from avepoint_pipelines.load.pipeline import FirstOfEachKey
 
     @dlt.resource(name="jobs", primary_key=["tenant", "job_id"])
     def jobs() -> Iterator[Any]:
@@ -368,7 +368,7 @@ def test_tenants_load_side_by_side_into_one_delta_table_keyed_by_tenant(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
     # What `load --tenants contoso,fabrikam --parallel 2 --destination filesystem --table-format delta` runs.
-    from avepoint_pipelines.tenant_runs import run_tenants
+    from avepoint_pipelines.load.tenant_runs import run_tenants
 
     from .test_tenants import _configure
 

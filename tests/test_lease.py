@@ -17,8 +17,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from avepoint_pipelines.avepoint_pipeline import Target, make_pipeline
-from avepoint_pipelines.lease import DatasetBusy, DestinationLease
+from avepoint_pipelines.load.lease import DatasetBusy, DestinationLease
+from avepoint_pipelines.load.pipeline import Target, make_pipeline
 from avepoint_simulator import Simulator
 
 from .conftest import Loader, config_env
@@ -166,7 +166,7 @@ def test_a_lease_held_on_another_host_expires(tmp_path: Path) -> None:
 
 def test_a_run_whose_lease_was_taken_loads_nothing(tmp_path: Path) -> None:
     """Its renewals failed until the lease expired and another run took it: the check before the load says so."""
-    from avepoint_pipelines.lease import LeaseLost
+    from avepoint_pipelines.load.lease import LeaseLost
 
     target = Target(duckdb_path=str(tmp_path / "jobs.duckdb"), pipelines_dir=str(tmp_path / "a"))
     stalled = DestinationLease(make_pipeline(target), None, target.duckdb_file, seconds=1)
@@ -197,7 +197,7 @@ def test_a_dagster_run_is_turned_away_while_another_host_writes(
     if importlib.util.find_spec("dagster_dlt") is None:
         pytest.skip("dagster-dlt is not installed: pip install -e '.[dagster]'")
     import dagster as dg
-    from avepoint_pipelines import dagster_defs
+    from avepoint_pipelines.orchestrators import dagster_defs
 
     from .test_orchestrators import source_env
 

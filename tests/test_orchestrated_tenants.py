@@ -96,7 +96,7 @@ def test_dagster_tenants_are_partitions_and_a_failed_one_runs_again_alone(
     world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import dagster as dg
-    from avepoint_pipelines import dagster_defs
+    from avepoint_pipelines.orchestrators import dagster_defs
 
     for name, value in world.env.items():
         monkeypatch.setenv(name, value)
@@ -162,7 +162,7 @@ def test_dagster_tenants_are_partitions_and_a_failed_one_runs_again_alone(
     rerun = subprocess.run(
         [
             str(Path(sys.executable).parent / "dagster"),
-            *("asset", "materialize", "-m", "avepoint_pipelines.dagster_defs"),
+            *("asset", "materialize", "-m", "avepoint_pipelines.orchestrators.dagster_defs"),
             *("--select", "dlt_avepoint_dynamics_jobs", "--partition", FAILING),
         ],
         env={**os.environ, "DAGSTER_HOME": str(home)},
@@ -205,8 +205,8 @@ def test_dagster_tenants_are_partitions_and_a_failed_one_runs_again_alone(
 def test_dagster_without_tenant_sections_keeps_the_one_unpartitioned_asset(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from avepoint_pipelines import dagster_defs
-    from avepoint_pipelines.avepoint_pipeline import Target
+    from avepoint_pipelines.load.pipeline import Target
+    from avepoint_pipelines.orchestrators import dagster_defs
 
     for name in os.environ:
         if name.startswith("SOURCES__AVEPOINT_DYNAMICS_"):
@@ -227,7 +227,7 @@ def test_dagster_without_tenant_sections_keeps_the_one_unpartitioned_asset(
 # ---------------------------------------------------------------------------------------- Airflow
 TENANTS_DAG_SHAPE = """
 import json
-from avepoint_pipelines.airflow_dag import dag
+from avepoint_pipelines.orchestrators.airflow_dag import dag
 print(json.dumps({
     t.task_id: {
         "type": type(t).__name__,

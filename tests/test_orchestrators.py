@@ -96,7 +96,7 @@ def test_dagster_second_materialization_is_incremental_with_state_from_the_desti
     sim: Simulator, loader: Loader, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import dagster as dg
-    from avepoint_pipelines import dagster_defs
+    from avepoint_pipelines.orchestrators import dagster_defs
     from dlt.pipeline.pipeline import Pipeline
 
     for name, value in source_env(sim, loader).items():
@@ -147,7 +147,7 @@ def test_dagster_schedule_runs_the_asset_daily_at_two_utc(
     sim: Simulator, loader: Loader, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import dagster as dg
-    from avepoint_pipelines import dagster_defs
+    from avepoint_pipelines.orchestrators import dagster_defs
 
     for name, value in source_env(sim, loader).items():
         monkeypatch.setenv(name, value)
@@ -183,10 +183,10 @@ def airflow_python() -> Path:
 
 
 #: What the README says to put into the dags folder.
-DAG_FILE = "from avepoint_pipelines.airflow_dag import dag  # noqa: F401\n"
+DAG_FILE = "from avepoint_pipelines.orchestrators.airflow_dag import dag  # noqa: F401\n"
 DAG_SHAPE = """
 import json
-from avepoint_pipelines.airflow_dag import dag
+from avepoint_pipelines.orchestrators.airflow_dag import dag
 print(json.dumps({
     "dag_id": dag.dag_id,
     "schedule": dag.timetable.summary,
@@ -269,7 +269,7 @@ def test_dagster_check_fails_with_severity_error_when_an_organization_is_stale(
     sim: Simulator, loader: Loader, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import dagster as dg
-    from avepoint_pipelines import dagster_defs
+    from avepoint_pipelines.orchestrators import dagster_defs
 
     for name, value in source_env(sim, loader).items():
         monkeypatch.setenv(name, value)

@@ -1,6 +1,6 @@
 """Tenants loading at the same time into one table: PostgreSQL and DuckDB, each tenant its own simulator.
 
-Every tenant has a pipeline of its own and a staging dataset of its own (``pipelines/shared_dataset.py``
+Every tenant has a pipeline of its own and a staging dataset of its own (``pipelines/load/shared_dataset.py``
 says what dlt shares between pipelines merging into one dataset, and why). Each test ends with every
 tenant's rows compared with its simulator's ground truth, field by field.
 """
@@ -25,8 +25,8 @@ import duckdb
 import pytest
 from avepoint_dynamics import ApiError
 from avepoint_dynamics.state import jobs_state, read_state
-from avepoint_pipelines.avepoint_pipeline import Target
-from avepoint_pipelines.tenant_runs import TenantResult, run_tenants
+from avepoint_pipelines.load.pipeline import Target
+from avepoint_pipelines.load.tenant_runs import TenantResult, run_tenants
 from avepoint_simulator import Simulator
 from dlt.destinations.job_client_impl import SqlJobClientBase
 from dlt.pipeline.pipeline import Pipeline
@@ -250,7 +250,7 @@ def test_first_loads_that_race_to_create_the_tables_all_land(
         return sql
 
     monkeypatch.setattr(SqlJobClientBase, "_build_schema_update_sql", build_together)
-    caplog.set_level("INFO", logger="avepoint_pipelines.shared_dataset")
+    caplog.set_level("INFO", logger="avepoint_pipelines.load.shared_dataset")
     with tenants_of(names, target, monkeypatch) as tenants:
         results = run_tenants(names, target, parallel=3)
 

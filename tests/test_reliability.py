@@ -406,7 +406,7 @@ def test_a_known_field_arriving_with_another_json_type_does_not_corrupt_the_tabl
 KILL_SCRIPT = """
 import sys
 from avepoint_dynamics import AvePointCredentials, avepoint_dynamics
-from avepoint_pipelines.avepoint_pipeline import Target, run_load
+from avepoint_pipelines.load.pipeline import Target, run_load
 
 base_url, identity, ca, client_id, secret, workdir = sys.argv[1:7]
 credentials = AvePointCredentials()

@@ -16,8 +16,8 @@ from typing import Any
 import duckdb
 import pytest
 from avepoint_dynamics import RUNS_TABLE
-from avepoint_pipelines.avepoint_pipeline import run_load
-from avepoint_pipelines.run_log import RunCounts
+from avepoint_pipelines.load.pipeline import run_load
+from avepoint_pipelines.load.run_log import RunCounts
 from avepoint_simulator import Simulator
 
 from .conftest import Loader, config_env
@@ -157,8 +157,8 @@ def test_alert_reports_a_silent_loader_from_the_run_log(sim: Simulator, tmp_path
 
 
 def test_the_report_shows_the_last_completed_load(loader: Loader, tmp_path: Path) -> None:
-    from avepoint_pipelines.report import write_report
-    from avepoint_pipelines.report_data import read_report_data
+    from avepoint_pipelines.analytics.report import write_report
+    from avepoint_pipelines.analytics.report_data import read_report_data
 
     loader.load()
     loader.load()

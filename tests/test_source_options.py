@@ -7,7 +7,7 @@ import inspect
 import pytest
 from avepoint_dynamics import avepoint_dynamics
 from avepoint_pipelines.cli import build_parser
-from avepoint_pipelines.source_options import API, FIRST_LOAD, READING, parameter_help
+from avepoint_pipelines.cli.source_options import API, FIRST_LOAD, READING, parameter_help
 
 pytestmark = pytest.mark.unit
 

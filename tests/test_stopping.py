@@ -89,7 +89,7 @@ def test_cli_stops_within_seconds_with_requests_hanging(
 PYTHON_API = """
 import sys
 from avepoint_dynamics import AvePointCredentials, avepoint_dynamics
-from avepoint_pipelines.avepoint_pipeline import Target, run_load
+from avepoint_pipelines.load.pipeline import Target, run_load
 
 credentials = AvePointCredentials()
 credentials.client_id, credentials.client_secret, credentials.identity_url = sys.argv[1:4]

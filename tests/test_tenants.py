@@ -9,8 +9,8 @@ import dlt
 import pytest
 from avepoint_dynamics import ApiError, ConfigError
 from avepoint_dynamics.state import jobs_state, read_state
-from avepoint_pipelines.avepoint_pipeline import Target
-from avepoint_pipelines.tenant_runs import run_tenants
+from avepoint_pipelines.load.pipeline import Target
+from avepoint_pipelines.load.tenant_runs import run_tenants
 from avepoint_simulator import Simulator
 
 from .conftest import Loader, config_env

@@ -26,9 +26,7 @@ from typing import Any
 
 import duckdb
 import pytest
-from avepoint_pipelines.avepoint_pipeline import Target, make_pipeline, run_load
-from avepoint_pipelines.cli import main
-from avepoint_pipelines.report import (
+from avepoint_pipelines.analytics.report import (
     DEFAULT_DAYS,
     DEFAULT_MAX_FAILURES,
     ReportData,
@@ -37,12 +35,14 @@ from avepoint_pipelines.report import (
     render_html,
     write_report,
 )
-from avepoint_pipelines.views import (
+from avepoint_pipelines.analytics.views import (
     RUN_LOG_VIEW,
     VIEW_NAMES,
     create_views,
     refresh_views_after_load,
 )
+from avepoint_pipelines.cli import main
+from avepoint_pipelines.load.pipeline import Target, make_pipeline, run_load
 from avepoint_simulator import Simulator
 
 from tests.conftest import Loader

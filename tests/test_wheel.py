@@ -52,7 +52,9 @@ def test_the_connectors_wheel_holds_the_connector_and_the_pipelines_and_no_simul
     names = zipfile.ZipFile(wheel).namelist()
     packages = {name.split("/")[0] for name in names if "/" in name and ".dist-info" not in name}
     assert packages == {"avepoint_dynamics", "avepoint_pipelines"}
-    assert "avepoint_pipelines/templates/report.html" in names  # the report's page, as package data
+    assert (
+        "avepoint_pipelines/analytics/templates/report.html" in names
+    )  # the report's page, as package data
     (entry_points,) = [name for name in names if name.endswith(".dist-info/entry_points.txt")]
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "avepoint-dynamics = avepoint_pipelines.cli:main" in text
@@ -167,11 +169,11 @@ print({probe})
     ("module", "python", "probe"),
     [
         (
-            "dagster_defs",
+            "orchestrators.dagster_defs",
             ".venv/bin/python",
             "sorted(str(k) for k in module.defs().resolve_all_asset_keys())",
         ),
-        ("airflow_dag", ".venv/airflow/bin/python", "module.dag.dag_id"),
+        ("orchestrators.airflow_dag", ".venv/airflow/bin/python", "module.dag.dag_id"),
     ],
 )
 def test_the_wheels_orchestrator_modules_load_in_their_environments(

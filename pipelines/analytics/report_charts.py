@@ -1,4 +1,4 @@
-"""The report's charts: inline SVG drawn in Python from :mod:`avepoint_pipelines.report_data` values.
+"""The report's charts: inline SVG drawn in Python from :mod:`avepoint_pipelines.analytics.report_data` values.
 
 Drawing here rather than with a charting library in the browser keeps the report one file that needs no
 script from anywhere: each function returns one ``<svg>`` element (or a legend) as a string, with every

@@ -1,6 +1,6 @@
 """One writer per (dataset, tenant), wherever runs start: a lease kept in the destination itself.
 
-The run lock in the pipeline's working folder (:func:`~avepoint_pipelines.avepoint_pipeline.exclusive_run`)
+The run lock in the pipeline's working folder (:func:`~avepoint_pipelines.load.pipeline.exclusive_run`)
 only sees runs of that folder: an Airflow task in a fresh temporary folder, a second host, or a CLI
 backfill with another ``--pipelines-dir`` each have their own. The lease is a row of ``_avepoint_lease`` in
 the destination dataset, keyed by tenant, taken with one atomic statement (``INSERT ... ON CONFLICT DO

@@ -26,7 +26,7 @@ from dlt.common.pipeline import LoadInfo
 from dlt.destinations.exceptions import DatabaseException, DatabaseUndefinedRelation
 from dlt.pipeline.pipeline import Pipeline
 
-from .failures import EXIT_OK, EXIT_REJECTED
+from ..failures import EXIT_OK, EXIT_REJECTED
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Install with ``pip install 'avepoint-dynamics-dlt[airflow]'`` into Airflow's environment, then put a
 one-line file into the dags folder, e.g. ``$AIRFLOW_HOME/dags/avepoint_dynamics_dag.py``::
 
-    from avepoint_pipelines.airflow_dag import dag  # noqa: F401  (Airflow finds the DAG by this name)
+    from avepoint_pipelines.orchestrators.airflow_dag import dag  # noqa: F401  (Airflow finds the DAG by this name)
 
 Any file name but ``avepoint_dynamics.py``: the dags folder is on ``sys.path``, where a module of that name
 hides the ``avepoint_dynamics`` package.
@@ -41,7 +41,6 @@ destination (postgres, a warehouse, a bucket) when tasks run on several workers.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import tempfile
 from dataclasses import replace
@@ -56,22 +55,19 @@ from airflow.timetables.trigger import CronTriggerTimetable
 from avepoint_dynamics import avepoint_dynamics
 from dlt.helpers.airflow_helper import PipelineTasksGroup
 
-from .avepoint_pipeline import (
-    DEFAULT_DATASET,
-    DEFAULT_DUCKDB,
-    DEFAULT_PIPELINE,
+from ..analytics.freshness import StaleBackups, check_freshness, stale_hours_from_env
+from ..failures import describe_failure
+from ..load.lease import dataset_lease
+from ..load.pipeline import (
     Target,
     load_file_format,
     make_pipeline,
     prepare_source,
+    refresh_views,
+    target_from_env,
 )
-from .failures import describe_failure
-from .freshness import StaleBackups, check_freshness, stale_hours_from_env
-from .lease import dataset_lease
-from .shared_dataset import dataset_writer
-from .tenant_runs import run_tenant
-from .tenants import checked_tenants, configured_tenants
-from .views import refresh_views_after_load
+from ..load.tenant_runs import run_tenant
+from ..load.tenants import checked_tenants, configured_tenants
 
 logger = logging.getLogger(__name__)
 
@@ -91,23 +87,17 @@ def timetable() -> CronTriggerTimetable:
     return CronTriggerTimetable(SCHEDULE, timezone="UTC", interval=timedelta(days=1))
 
 
-def target_from_env() -> Target:
-    """Where the jobs go, from ``AVEPOINT_*`` env vars (DuckDB file by default).
+def airflow_target() -> Target:
+    """Where the jobs go (:func:`~avepoint_pipelines.load.pipeline.target_from_env`).
 
     The dlt working folder is left to ``PipelineTasksGroup`` (a fresh folder per task).
     """
-    return Target(
-        destination=os.environ.get("AVEPOINT_DESTINATION", "duckdb"),
-        dataset_name=os.environ.get("AVEPOINT_DATASET", DEFAULT_DATASET),
-        pipeline_name=os.environ.get("AVEPOINT_PIPELINE_NAME", DEFAULT_PIPELINE),
-        duckdb_path=os.environ.get("AVEPOINT_DUCKDB_PATH", DEFAULT_DUCKDB),
-        table_format=os.environ.get("AVEPOINT_TABLE_FORMAT") or None,
-    )
+    return replace(target_from_env(), pipelines_dir=None)
 
 
 def jobs_source(target: Target | None = None) -> Any:
     """The source, built when the task runs: config is resolved then, not at DAG parse time."""
-    return prepare_source(avepoint_dynamics(), target or target_from_env())
+    return prepare_source(avepoint_dynamics(), target or airflow_target())
 
 
 def log_dlt_to_stdout() -> None:
@@ -124,16 +114,13 @@ def log_dlt_to_stdout() -> None:
             handler.setStream(sys.stdout)
 
 
-def refresh_views(target: Target) -> None:
+def analyst_views(target: Target) -> None:
     """Recreate the analyst views after the load, as ``run_load`` does (a failure is logged, not raised).
 
     The load task wiped its working folder; the views need only the destination and the dataset.
     """
-    with (
-        tempfile.TemporaryDirectory(prefix="avepoint-views-") as folder,
-        dataset_writer(target.duckdb_file),
-    ):
-        refresh_views_after_load(make_pipeline(replace(target, pipelines_dir=folder)))
+    with tempfile.TemporaryDirectory(prefix="avepoint-views-") as folder:
+        refresh_views(make_pipeline(replace(target, pipelines_dir=folder)), target)
 
 
 class TenantFailed(Exception):
@@ -196,7 +183,7 @@ def build_dag(tenants: list[str] | None = None) -> DAG:
     ``some_tenant_failed``, which fails the run when a tenant did. The tenants' tasks may run at once on several workers: PostgreSQL and other
     warehouses load side by side; a DuckDB file is written by one task at a time (the others wait).
     """
-    target = target_from_env()
+    target = airflow_target()
     with DAG(
         dag_id=DAG_ID,
         description="AvePoint Cloud Backup for Dynamics 365: job history into a dlt destination",
@@ -231,7 +218,7 @@ def build_dag(tenants: list[str] | None = None) -> DAG:
         )
         _inside_the_lease(load[0], target)
         views = PythonOperator(
-            task_id="analyst_views", python_callable=refresh_views, op_args=[target], retries=0
+            task_id="analyst_views", python_callable=analyst_views, op_args=[target], retries=0
         )
         load[-1] >> views
         _alert_after(views, target)
@@ -242,7 +229,7 @@ def _inside_the_lease(task: Any, target: Target) -> None:
     """dlt's run task, run inside the dataset's lease: one writer per dataset wherever runs start.
 
     Each task has a fresh working folder, so only the lease in the destination keeps a CLI backfill or a
-    run on another host apart from it (:mod:`avepoint_pipelines.lease`).
+    run on another host apart from it (:mod:`avepoint_pipelines.load.lease`).
     """
     run = task.python_callable
 
@@ -269,7 +256,7 @@ def _map_tenants(group: PipelineTasksGroup, target: Target, tenants: list[str]) 
         ).expand(op_args=[[tenant] for tenant in tenants])
     views = PythonOperator(
         task_id="analyst_views",
-        python_callable=refresh_views,
+        python_callable=analyst_views,
         op_args=[target],
         trigger_rule="all_done",
         retries=0,

@@ -1,9 +1,9 @@
 """Dagster: the ``jobs`` asset partitioned by UTC day; each partition loads exactly its day.
 
-Point Dagster at this module instead of :mod:`avepoint_pipelines.dagster_defs` when the job history should
+Point Dagster at this module instead of :mod:`avepoint_pipelines.orchestrators.dagster_defs` when the job history should
 be loaded and reloaded day by day (a backfill over last month loads each day once)::
 
-    AVEPOINT_PARTITIONS_START=2026-01-01 dagster dev -m avepoint_pipelines.dagster_daily
+    AVEPOINT_PARTITIONS_START=2026-01-01 dagster dev -m avepoint_pipelines.orchestrators.dagster_daily
 
 A partition's run hands its time window to the source as dlt's scheduler interval (a
 ``TimeIntervalContext`` set in code, with ``allow_external_schedulers``): the run is a bounded backfill of
@@ -14,7 +14,7 @@ yesterday's partition at 02:00 UTC.
 
 The cost of loading by day rather than from a cursor: a job the service shows only after its day was
 loaded (a late one) arrives when that day is loaded again; the open jobs a day's run sees are followed by
-the next runs, as after any backfill. Configuration is :mod:`avepoint_pipelines.dagster_defs`' (dlt config
+the next runs, as after any backfill. Configuration is :mod:`avepoint_pipelines.orchestrators.dagster_defs`' (dlt config
 for the source, ``AVEPOINT_*`` for the destination); one tenant per code location.
 """
 
@@ -27,9 +27,9 @@ from avepoint_dynamics import ConfigError, avepoint_dynamics
 from dlt.common.configuration.container import Container
 from dlt.extract.incremental.context import TimeIntervalContext
 
-from .avepoint_pipeline import Target, rejected_jobs, run_load
-from .dagster_defs import JOBS_ASSET, connector_logs_to, freshness_checks, target_from_env
-from .failures import describe_failure
+from ..failures import describe_failure
+from ..load.pipeline import Target, rejected_jobs, run_load, target_from_env
+from .dagster_defs import JOBS_ASSET, connector_logs_to, freshness_checks
 
 JOB_NAME = "avepoint_jobs_by_day"
 #: The first day, when not given: ``AVEPOINT_PARTITIONS_START`` (ISO date).
@@ -107,5 +107,5 @@ def daily_definitions(
 
 @dg.definitions  # type: ignore[untyped-decorator, unused-ignore]
 def defs() -> dg.Definitions:
-    """What ``dagster dev -m avepoint_pipelines.dagster_daily`` loads."""
+    """What ``dagster dev -m avepoint_pipelines.orchestrators.dagster_daily`` loads."""
     return daily_definitions()

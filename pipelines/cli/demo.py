@@ -13,9 +13,9 @@ from typing import Any
 import duckdb
 from avepoint_dynamics import AvePointCredentials, avepoint_dynamics
 
-from .avepoint_pipeline import Target, default_pipelines_dir, run_load
-from .failures import EXIT_CONFIG
-from .views import RUN_LOG_VIEW, VIEW_NAMES
+from ..analytics.views import RUN_LOG_VIEW, VIEW_NAMES
+from ..failures import EXIT_CONFIG
+from ..load.pipeline import Target, default_pipelines_dir, run_load
 
 #: The demo's night: how long it lasts and how many jobs run in it.
 NIGHT_HOURS = 10
@@ -111,7 +111,7 @@ def run_demo(args: argparse.Namespace) -> int:
         )
         truth = len(sim.world.ground_truth())
 
-    from .report import write_report
+    from ..analytics.report import write_report
 
     report = write_report(duckdb_path, os.path.splitext(duckdb_path)[0] + "_report.html")
     print(summary(duckdb_path, truth))

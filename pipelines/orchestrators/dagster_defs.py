@@ -2,7 +2,7 @@
 
 Install with ``pip install 'avepoint-dynamics-dlt[dagster]'`` and point Dagster at this module::
 
-    dagster dev -m avepoint_pipelines.dagster_defs
+    dagster dev -m avepoint_pipelines.orchestrators.dagster_defs
 
 Configuration, read when Dagster loads the definitions (each run loads them anew):
 
@@ -31,33 +31,31 @@ destination still holds the state of the last complete load, and the next run re
 # No `from __future__ import annotations`: Dagster checks the asset function's `context` annotation
 # against its classes at definition time, and a string annotation fails that check.
 import logging
-import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import dagster as dg
 from avepoint_dynamics import avepoint_dynamics
 from dagster_dlt import DagsterDltResource, dlt_assets
+from dlt.pipeline.pipeline import Pipeline
 
-from .avepoint_pipeline import (
-    DEFAULT_DATASET,
-    DEFAULT_DUCKDB,
-    DEFAULT_PIPELINE,
+from ..analytics.freshness import Freshness, check_freshness, stale_hours_from_env
+from ..failures import describe_failure
+from ..load.lease import dataset_lease
+from ..load.pipeline import (
     Target,
     load_file_format,
     make_pipeline,
     prepare_source,
+    refresh_views,
     rejected_jobs,
+    target_from_env,
 )
-from .failures import describe_failure
-from .freshness import Freshness, check_freshness, stale_hours_from_env
-from .lease import dataset_lease
-from .tenant_runs import refresh_views, run_tenant
-from .tenants import checked_tenants, configured_tenants
-from .views import refresh_views_after_load
+from ..load.tenant_runs import run_tenant
+from ..load.tenants import checked_tenants, configured_tenants
 
 JOB_NAME = "avepoint_jobs_daily"
 CHECK_NAME = "backups_fresh"
@@ -65,18 +63,6 @@ CHECK_NAME = "backups_fresh"
 JOBS_ASSET = dg.AssetKey("dlt_avepoint_dynamics_jobs")
 #: Daily at 02:00 UTC: after the nightly backup jobs of most tenants have finished.
 SCHEDULE = "0 2 * * *"
-
-
-def target_from_env() -> Target:
-    """Where the jobs go, from ``AVEPOINT_*`` env vars (a DuckDB file in the working directory by default)."""
-    return Target(
-        destination=os.environ.get("AVEPOINT_DESTINATION", "duckdb"),
-        dataset_name=os.environ.get("AVEPOINT_DATASET", DEFAULT_DATASET),
-        pipeline_name=os.environ.get("AVEPOINT_PIPELINE_NAME", DEFAULT_PIPELINE),
-        duckdb_path=os.environ.get("AVEPOINT_DUCKDB_PATH", DEFAULT_DUCKDB),
-        pipelines_dir=os.environ.get("AVEPOINT_PIPELINES_DIR") or None,
-        table_format=os.environ.get("AVEPOINT_TABLE_FORMAT") or None,
-    )
 
 
 #: The connector's loggers (``avepoint_dynamics``, ``avepoint_dynamics.paging``, ...).
@@ -179,7 +165,7 @@ def build_definitions(
         with connector_logs_to(context.log), lease:
             yield from dlt.run(context=context, loader_file_format=load_file_format(target))
         # as after every load (run_load): the analyst views follow the table; never fail the run
-        refresh_views_after_load(pipeline)
+        refresh_views(pipeline, target)
 
     checks = freshness_checks(next(iter(avepoint_jobs.keys)), target, pipeline)
 
@@ -230,7 +216,7 @@ def tenant_definitions(target: Target, tenants: Sequence[str]) -> dg.Definitions
 
     Each partition loads its tenant through the tenant's own dlt pipeline (``<pipeline>_<tenant>``: its
     state, working folder and run lock) and staging dataset, into the one dataset, as ``load --tenant``
-    does (:func:`~avepoint_pipelines.tenant_runs.run_tenant`); then the analyst views. The schedule asks
+    does (:func:`~avepoint_pipelines.load.tenant_runs.run_tenant`); then the analyst views. The schedule asks
     for one run per tenant each day: a tenant whose service fails fails its run only, and can be run
     again alone (its partition). Runs of several tenants at once are safe (PostgreSQL and other
     warehouses load side by side; a DuckDB file is written by one run at a time, the others wait).
@@ -257,7 +243,7 @@ def tenant_definitions(target: Target, tenants: Sequence[str]) -> dg.Definitions
             except Exception as error:
                 # one line, naming what to fix; the whole chain stays in the event log below it
                 raise dg.Failure(f"tenant {tenant}: {describe_failure(error).message}") from error
-            refresh_views(info, target)
+            refresh_views(cast(Pipeline, info.pipeline), target)
         return dg.MaterializeResult(
             metadata={
                 "tenant": tenant,
@@ -295,5 +281,5 @@ def tenant_definitions(target: Target, tenants: Sequence[str]) -> dg.Definitions
 
 @dg.definitions  # type: ignore[untyped-decorator, unused-ignore]
 def defs() -> dg.Definitions:
-    """What ``dagster dev -m avepoint_pipelines.dagster_defs`` loads (lazily: importing needs no config)."""
+    """What ``dagster dev -m avepoint_pipelines.orchestrators.dagster_defs`` loads (lazily: importing needs no config)."""
     return build_definitions()

@@ -6,7 +6,7 @@ A tenant is a name (``contoso``) with a config section of its own, ``[sources.av
 through a dlt pipeline of its own, ``<pipeline>_<tenant>`` (its state, working folder and run lock), and
 stages its merges in a dataset of its own, ``<dataset>_staging_<tenant>``; all of them write the one
 dataset, where rows carry a ``tenant`` column (primary key ``tenant, job_id``). Running them:
-:mod:`avepoint_pipelines.tenant_runs`.
+:mod:`avepoint_pipelines.load.tenant_runs`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from avepoint_dynamics import ConfigError, avepoint_dynamics, check_config_keys
 from avepoint_dynamics.config_keys import section_keys
 from dlt.common.configuration.providers.doc import BaseDocProvider
 
-from .avepoint_pipeline import Target
+from .pipeline import Target
 from .shared_dataset import staging_layout_of
 
 SOURCE_NAME = "avepoint_dynamics"
@@ -183,12 +183,3 @@ def configured_tenants() -> list[str]:
             if match:
                 found.add(match.group(1))
     return sorted(found)
-
-
-def __getattr__(name: str) -> Any:
-    # run_tenants and TenantResult lived here before tenant_runs took the running of tenants.
-    if name in ("run_tenants", "TenantResult"):
-        from . import tenant_runs
-
-        return getattr(tenant_runs, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """Stale backups: which organizations have no successful backup within a threshold, from ``backup_freshness``.
 
 What ``avepoint-dynamics alert``, the Dagster asset check and the Airflow task ask of the destination. The
-answer comes from the ``backup_freshness`` view (:mod:`avepoint_pipelines.views`) that every load
+answer comes from the ``backup_freshness`` view (:mod:`avepoint_pipelines.analytics.views`) that every load
 recreates, through dlt's SQL client: DuckDB, PostgreSQL or any SQL destination dlt reaches.
 
 Example:

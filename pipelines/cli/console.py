@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, TextIO
 from avepoint_dynamics import JobsPage
 
 if TYPE_CHECKING:
-    from .tenant_runs import TenantResult
+    from ..load.tenant_runs import TenantResult
 
 #: ``tenant``: ``"tenant <name>: "`` when a tenant's run logged it (:class:`TenantOfRecord`), else empty.
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(tenant)s%(message)s"
@@ -96,7 +96,7 @@ class TenantOfRecord(logging.Filter):
     """Names the tenant whose run logged a record (``load --tenants``): its thread is running that tenant."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from .tenant_runs import tenant_of_thread
+        from ..load.tenant_runs import tenant_of_thread
 
         tenant = tenant_of_thread(record.thread)
         record.tenant = f"tenant {tenant}: " if tenant else ""

@@ -26,16 +26,8 @@ from avepoint_dynamics import (
 )
 from avepoint_dynamics.state import JOBS_RESOURCE, read_state, service_state, tenant_state_path
 
-from .avepoint_pipeline import (
-    DEFAULT_DATASET,
-    Target,
-    default_pipelines_dir,
-    make_pipeline,
-    rejected_jobs,
-    run_load,
-)
-from .console import Progress, TenantProgress, plural
-from .failures import (
+from ..analytics.report import ReportError, write_report
+from ..failures import (
     EXIT_OK,
     EXIT_REJECTED,
     UsageError,
@@ -43,10 +35,18 @@ from .failures import (
     chain_lines,
     describe_failure,
 )
-from .report import ReportError, write_report
-from .run_log import RunCounts
+from ..load.pipeline import (
+    DEFAULT_DATASET,
+    Target,
+    default_pipelines_dir,
+    make_pipeline,
+    rejected_jobs,
+    run_load,
+)
+from ..load.run_log import RunCounts
+from ..load.tenants import tenant_target
+from .console import Progress, TenantProgress, plural
 from .source_options import source_args
-from .tenants import tenant_target
 
 logger = logging.getLogger("avepoint_dynamics.cli")
 T = TypeVar("T")
@@ -220,7 +220,7 @@ def _rejected_outcome(rejected: int, args: argparse.Namespace, tenant: str = "")
 
 def _load_tenants(args: argparse.Namespace, tenants: list[str]) -> int:
     """Each tenant in its own pipeline, up to ``--parallel`` at once; the exit code is the worst tenant's."""
-    from .tenant_runs import run_tenants
+    from ..load.tenant_runs import run_tenants
 
     progress: dict[str, TenantProgress] = {}
 
@@ -477,8 +477,8 @@ def _forget(target: Target, tenant: str | None) -> bool:
     from dlt.pipeline.exceptions import PipelineNeverRan
     from dlt.pipeline.helpers import pipeline_drop
 
-    from .avepoint_pipeline import exclusive_run
-    from .lease import dataset_lease
+    from ..load.lease import dataset_lease
+    from ..load.pipeline import exclusive_run
 
     on_disk = target.destination == "duckdb" and os.path.exists(target.duckdb_path)
     if not _has_working_folder(target) and not on_disk:
@@ -501,8 +501,8 @@ def _forget(target: Target, tenant: str | None) -> bool:
 
 def cmd_alert(args: argparse.Namespace) -> int:
     """Exit 6 with one line per organization whose last successful backup is older than the threshold."""
-    from .freshness import EXIT_STALE, check_freshness, organization_names
-    from .run_freshness import DEFAULT_RUN_STALE_HOURS, check_runs
+    from ..analytics.freshness import EXIT_STALE, check_freshness, organization_names
+    from ..analytics.run_freshness import DEFAULT_RUN_STALE_HOURS, check_runs
 
     target = _target(args)
     if target.destination == "duckdb" and not os.path.exists(target.duckdb_path):
@@ -546,7 +546,7 @@ def _while_not_busy(read: Callable[[], T], target: Target, wait: float) -> T:
     A monitor polling ``alert`` during a load must not page for a lock: past ``wait`` the answer is
     "busy" (exit 75, try again), never "the destination failed".
     """
-    from .avepoint_pipeline import PipelineBusy
+    from ..load.pipeline import PipelineBusy
 
     deadline = time.monotonic() + max(0.0, wait)
     pause = 0.1

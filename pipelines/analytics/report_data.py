@@ -1,9 +1,9 @@
 """The report's data access: the analyst views of a DuckDB file, read once into plain Python values.
 
 Everything the HTML report shows comes from :func:`read_report_data`, which opens the file read-only, queries
-the views of :mod:`avepoint_pipelines.views` and returns a :class:`ReportData` of dataclasses, dates and
-numbers. Nothing here knows about HTML or SVG (:mod:`avepoint_pipelines.report_charts` and
-:mod:`avepoint_pipelines.report_page` draw from it), so the numbers can be checked on their own.
+the views of :mod:`avepoint_pipelines.analytics.views` and returns a :class:`ReportData` of dataclasses, dates and
+numbers. Nothing here knows about HTML or SVG (:mod:`avepoint_pipelines.analytics.report_charts` and
+:mod:`avepoint_pipelines.analytics.report_page` draw from it), so the numbers can be checked on their own.
 
 Example:
     >>> read_report_data("avepoint_demo.duckdb").totals  # doctest: +SKIP

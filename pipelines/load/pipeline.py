@@ -30,11 +30,11 @@ from dlt.common.pipeline import LoadInfo
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.pipeline import Pipeline
 
+from ..analytics.views import refresh_views_after_load
 from .lease import DEFAULT_LEASE_SECONDS, DestinationLease, dataset_lease
 from .run_log import RunCounts
 from .shared_dataset import dataset_writer, delta_table_turn, retry_schema_races
 from .table_filters import keep_only_the_runs_filters
-from .views import refresh_views_after_load
 
 logger = logging.getLogger(__name__)
 
@@ -68,12 +68,12 @@ class Target:
         duckdb_threads: DuckDB's ``threads`` while loading; 1 halves its working memory, and loads are
             mostly small incremental merges. None: DuckDB's default (one per core).
         staging_dataset_layout: dlt's ``staging_dataset_name_layout``, where merges stage their rows
-            (a tenant's own: :mod:`avepoint_pipelines.shared_dataset`). None: dlt config, else
+            (a tenant's own: :mod:`avepoint_pipelines.load.shared_dataset`). None: dlt config, else
             ``"%s_staging"``.
         table_format: ``delta``: the filesystem destination writes Delta tables and merges on the
             key (plain Parquet files only take appends). None: plain files.
         lease_seconds: How long the dataset's lease outlives a run killed without a chance to give it
-            back (:mod:`avepoint_pipelines.lease`); renewed every third of it while the run goes on.
+            back (:mod:`avepoint_pipelines.load.lease`); renewed every third of it while the run goes on.
     """
 
     destination: str = "duckdb"
@@ -356,11 +356,11 @@ def run_load(
 ) -> LoadInfo:
     """Extract, normalize and load ``source`` into ``target``; finishes a crashed run's package first.
 
-    Holds the pipeline's run lock throughout (:func:`exclusive_run`), the dataset's lease
-    (:func:`~avepoint_pipelines.lease.dataset_lease`, confirmed again before the load), and for DuckDB the
-    file's writer lock (:func:`~avepoint_pipelines.shared_dataset.dataset_writer`: a tenant loading into
-    the same file waits). After the load, the analyst views (:mod:`avepoint_pipelines.views`) are created
-    or replaced.
+    Prepare, lock, run steps, views: the pipeline's run lock (:func:`exclusive_run`) and the dataset's
+    lease (:func:`~avepoint_pipelines.load.lease.dataset_lease`) are held throughout; :func:`run_in_steps`
+    takes the DuckDB file's writer lock only around the steps that write (a tenant loading into the same
+    file waits only for those). After the load, the analyst views are created or replaced
+    (:func:`refresh_views`).
 
     Args:
         source: The ``avepoint_dynamics`` source.
@@ -378,21 +378,10 @@ def run_load(
     lease = dataset_lease(
         pipeline, tenant, target.duckdb_file, target.lease_seconds, _command_of(source)
     )
-    with exclusive_run(pipeline), lease as held, dataset_writer(target.duckdb_file):
-        finish_pending(pipeline)
-        # What pipeline.run does, in its order, with the lease confirmed before the load.
-        if pipeline.config.restore_from_destination:
-            pipeline.sync_destination()
-        counts.before_load(pipeline)
-        pipeline.extract(source, loader_file_format=load_file_format(target))
-        pipeline.normalize()
-        if held is not None:
-            held.confirm()
-        info = retry_schema_races(pipeline, pipeline.load)
-        keep_only_the_runs_filters(pipeline, source)
-        counts.after_load(pipeline, info)
+    with exclusive_run(pipeline), lease as held:
+        info = run_in_steps(pipeline, source, target, counts, held)
         # The views follow the table's columns (a tenant column may appear): recreate them after every load.
-        refresh_views_after_load(pipeline)
+        refresh_views(pipeline, target)
     return info
 
 
@@ -429,6 +418,33 @@ def run_in_steps(
         keep_only_the_runs_filters(pipeline, source)
         counts.after_load(pipeline, info)
         return info
+
+
+def refresh_views(pipeline: Pipeline, target: Target) -> list[str]:
+    """The analyst views, after a load, through ``pipeline`` (for DuckDB, as the file's writer).
+
+    A failure is logged, never raised (:func:`~avepoint_pipelines.analytics.views.refresh_views_after_load`).
+    Returns the views created.
+    """
+    with dataset_writer(target.duckdb_file):
+        return refresh_views_after_load(pipeline)
+
+
+def target_from_env() -> Target:
+    """Where the jobs go, from ``AVEPOINT_*`` env vars (a DuckDB file in the working directory by default).
+
+    The orchestrators' way of saying it (Dagster and Airflow): ``AVEPOINT_DESTINATION``,
+    ``AVEPOINT_DATASET``, ``AVEPOINT_PIPELINE_NAME``, ``AVEPOINT_DUCKDB_PATH``, ``AVEPOINT_PIPELINES_DIR``,
+    ``AVEPOINT_TABLE_FORMAT``.
+    """
+    return Target(
+        destination=os.environ.get("AVEPOINT_DESTINATION", "duckdb"),
+        dataset_name=os.environ.get("AVEPOINT_DATASET", DEFAULT_DATASET),
+        pipeline_name=os.environ.get("AVEPOINT_PIPELINE_NAME", DEFAULT_PIPELINE),
+        duckdb_path=os.environ.get("AVEPOINT_DUCKDB_PATH", DEFAULT_DUCKDB),
+        pipelines_dir=os.environ.get("AVEPOINT_PIPELINES_DIR") or None,
+        table_format=os.environ.get("AVEPOINT_TABLE_FORMAT") or None,
+    )
 
 
 def _tenant_of(source: Any) -> str | None:

@@ -7,10 +7,10 @@ requests: it can be mailed, attached to a ticket or opened on an air-gapped mach
 This module is the entry point (:func:`write_report`, used by the CLI and the demo); the work is split by
 role:
 
-- :mod:`avepoint_pipelines.report_data`: the queries against the views of a DuckDB file (read-only), into
+- :mod:`avepoint_pipelines.analytics.report_data`: the queries against the views of a DuckDB file (read-only), into
   plain values (:class:`ReportData`);
-- :mod:`avepoint_pipelines.report_charts`: SVG charts drawn from those values;
-- :mod:`avepoint_pipelines.report_page`: the page, package data ``templates/report.html``, filled in.
+- :mod:`avepoint_pipelines.analytics.report_charts`: SVG charts drawn from those values;
+- :mod:`avepoint_pipelines.analytics.report_page`: the page, package data ``templates/report.html``, filled in.
 
 Example:
     >>> write_report("avepoint_dynamics.duckdb", "report.html")  # doctest: +SKIP

@@ -1,9 +1,9 @@
 """Running tenants: one tenant's run in its own pipeline, and several tenants, up to N at once.
 
 One tenant's run (:func:`run_tenant`) is what ``load --tenant``, a Dagster partition and an Airflow mapped
-task each do: the tenant's pipeline (:func:`~avepoint_pipelines.tenants.tenant_target`) under its run lock,
+task each do: the tenant's pipeline (:func:`~avepoint_pipelines.load.tenants.tenant_target`) under its run lock,
 the steps of a dlt run with the destination written only where it must be
-(:func:`~avepoint_pipelines.avepoint_pipeline.run_in_steps`). Several tenants (:func:`run_tenants`, what
+(:func:`~avepoint_pipelines.load.pipeline.run_in_steps`). Several tenants (:func:`run_tenants`, what
 ``load --tenants a,b,c --parallel N`` does) run in threads of one process: dlt keeps its context (the
 active pipeline, its state, the config section) per thread, and names the threads of its own pools after
 the thread that started them, so each tenant's run sees only its own. A failing tenant is reported; the
@@ -26,12 +26,17 @@ from avepoint_dynamics.dlt_compat import ask_dlt_steps_to_stop, clear_dlt_stop
 from dlt.common.pipeline import LoadInfo
 from dlt.pipeline.pipeline import Pipeline
 
-from .avepoint_pipeline import Target, exclusive_run, make_pipeline, prepare_source, run_in_steps
 from .lease import dataset_lease
+from .pipeline import (
+    Target,
+    exclusive_run,
+    make_pipeline,
+    prepare_source,
+    refresh_views,
+    run_in_steps,
+)
 from .run_log import RunCounts
-from .shared_dataset import dataset_writer
 from .tenants import checked_tenants, tenant_source, tenant_target
-from .views import refresh_views_after_load
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +83,8 @@ def run_tenant(
     """Load one tenant through its own pipeline (``<pipeline>_<tenant>``) into ``target``'s dataset.
 
     The source is built first (a config error costs nothing), then the tenant's run lock is taken
-    (:class:`~avepoint_pipelines.avepoint_pipeline.PipelineBusy` when a run of this tenant is on in
-    this working folder) and its lease in the dataset (:class:`~avepoint_pipelines.lease.DatasetBusy`
+    (:class:`~avepoint_pipelines.load.pipeline.PipelineBusy` when a run of this tenant is on in
+    this working folder) and its lease in the dataset (:class:`~avepoint_pipelines.load.lease.DatasetBusy`
     when a run of this tenant is on anywhere else).
     The analyst views are left to the caller: once after all tenants.
 
@@ -165,17 +170,8 @@ def run_tenants(
     loaded = [result for result in results if result.ok]
     if loaded:
         # Once, after every tenant: the views follow the table's columns, whoever loaded.
-        refresh_views(loaded[0].load_info, target)
+        refresh_views(cast(Pipeline, loaded[0].load_info.pipeline), target)
     return results
-
-
-def refresh_views(info: LoadInfo, target: Target) -> None:
-    """The analyst views, after a tenant loaded: through its pipeline (for DuckDB, as the file's writer).
-
-    A failure is logged, never raised (:func:`~avepoint_pipelines.views.refresh_views_after_load`).
-    """
-    with dataset_writer(target.duckdb_file):
-        refresh_views_after_load(cast(Pipeline, info.pipeline))
 
 
 def _side_by_side(

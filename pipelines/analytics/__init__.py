@@ -1,0 +1,1 @@
+"""What analysts read after a load: the views, backup freshness and its alert, the HTML report."""

@@ -1,0 +1,7 @@
+"""``python -m avepoint_pipelines.cli``: the same as ``avepoint-dynamics``."""
+
+import sys
+
+from .parser import main
+
+sys.exit(main())

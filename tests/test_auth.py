@@ -66,16 +66,13 @@ def test_a_run_longer_than_the_token_lifetime_renews_without_a_token_per_page(
 ) -> None:
     with Simulator(jobs=3_000, seed=21, token_lifetime_s=2, latency_ms=60) as short_lived:
         loader = Loader(short_lived, tmp_path)
-        started = datetime.now(UTC)
         loader.load(page_size=20, max_concurrency=2)
-        took = (datetime.now(UTC) - started).total_seconds()
 
         stats = short_lived.stats()
-        assert took > 3, "the run must outlast the 2 s token"
         pages = stats["jobs_requests"]
-        assert pages >= 120
-        assert 2 <= stats["token_requests"] <= took / 2 * 1.5 + 3
-        assert stats["token_requests"] < pages / 10
+        assert pages >= 120  # 150 pages at 60 ms, two at a time: the run outlasts its first token
+        assert stats["token_requests"] >= 2, "the token was renewed"
+        assert stats["token_requests"] < pages / 10, "not a token per page"
         assert_rows_equal(loader.rows(), short_lived.world.ground_truth())
 
 

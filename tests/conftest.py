@@ -138,11 +138,13 @@ class UnitTierBreach(BaseException):
 def _unit_tier_opens_no_socket_and_no_database(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[None]:
-    """A test marked ``unit`` fails if it connects or listens on a network socket or opens DuckDB.
+    """A test marked ``unit`` fails if it connects or listens on a network socket, starts a process or
+    opens a DuckDB file.
 
-    The unit tier is what runs in seconds without a simulator or a database (``scripts/test -m unit``);
-    a test that needs either belongs to the integration tier: remove its ``unit`` mark. A breach is
-    raised where it happens and, in case something swallowed it (a worker thread), again at teardown.
+    The unit tier is what runs in seconds without a simulator, a subprocess or a database file
+    (``scripts/test -m unit``); a test that needs one belongs to the integration tier: remove its
+    ``unit`` mark. DuckDB in memory is a library call and allowed. A breach is raised where it happens
+    and, in case something swallowed it (a worker thread), again at teardown.
     """
     if request.node.get_closest_marker("unit") is None:
         yield
@@ -151,8 +153,9 @@ def _unit_tier_opens_no_socket_and_no_database(
 
     def refuse(what: str) -> UnitTierBreach:
         message = (
-            f"{request.node.nodeid} is marked unit but {what}; the unit tier runs without sockets "
-            "and databases: use the in-process stand-ins (tests/inprocess.py) or drop the unit mark"
+            f"{request.node.nodeid} is marked unit but {what}; the unit tier runs without sockets, "
+            "processes and database files: use the in-process stand-ins (tests/inprocess.py) or "
+            "drop the unit mark"
         )
         breaches.append(message)
         return UnitTierBreach(message)
@@ -174,11 +177,20 @@ def _unit_tier_opens_no_socket_and_no_database(
     def no_connection(address: Any, *args: Any, **kwargs: Any) -> Any:
         raise refuse(f"connected to {address!r} (socket.create_connection)")
 
-    def no_database(*args: Any, **kwargs: Any) -> Any:
-        raise refuse(f"opened a DuckDB database {args[:1]!r} (duckdb.connect)")
+    in_memory = duckdb.connect
+
+    def no_database_file(database: Any = ":memory:", *args: Any, **kwargs: Any) -> Any:
+        if str(kwargs.get("database", database)).startswith(":memory:"):
+            return in_memory(database, *args, **kwargs)
+        raise refuse(f"opened the DuckDB file {str(database)!r} (duckdb.connect)")
+
+    class NoProcess(subprocess.Popen):  # type: ignore[type-arg]
+        def __init__(self, args: Any, *more: Any, **kwargs: Any) -> None:
+            raise refuse(f"started a process {args!r} (subprocess.Popen)")
 
     monkeypatch.setattr(socket, "create_connection", no_connection)
-    monkeypatch.setattr(duckdb, "connect", no_database)
+    monkeypatch.setattr(duckdb, "connect", no_database_file)
+    monkeypatch.setattr(subprocess, "Popen", NoProcess)
     yield
     if breaches:
         pytest.fail(breaches[0], pytrace=False)

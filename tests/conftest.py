@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import glob
 import os
+import secrets
+import shutil
 import socket
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import duckdb
 import pytest
@@ -131,11 +136,13 @@ class UnitTierBreach(BaseException):
 def _unit_tier_opens_no_socket_and_no_database(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[None]:
-    """A test marked ``unit`` fails if it connects or listens on a network socket or opens DuckDB.
+    """A test marked ``unit`` fails if it connects or listens on a network socket, starts a process or
+    opens a DuckDB file.
 
-    The unit tier is what runs in seconds without a simulator or a database (``scripts/test -m unit``);
-    a test that needs either belongs to the integration tier: remove its ``unit`` mark. A breach is
-    raised where it happens and, in case something swallowed it (a worker thread), again at teardown.
+    The unit tier is what runs in seconds without a simulator, a subprocess or a database file
+    (``scripts/test -m unit``); a test that needs one belongs to the integration tier: remove its
+    ``unit`` mark. DuckDB in memory is a library call and allowed. A breach is raised where it happens
+    and, in case something swallowed it (a worker thread), again at teardown.
     """
     if request.node.get_closest_marker("unit") is None:
         yield
@@ -144,8 +151,9 @@ def _unit_tier_opens_no_socket_and_no_database(
 
     def refuse(what: str) -> UnitTierBreach:
         message = (
-            f"{request.node.nodeid} is marked unit but {what}; the unit tier runs without sockets "
-            "and databases: use the in-process stand-ins (tests/inprocess.py) or drop the unit mark"
+            f"{request.node.nodeid} is marked unit but {what}; the unit tier runs without sockets, "
+            "processes and database files: use the in-process stand-ins (tests/inprocess.py) or "
+            "drop the unit mark"
         )
         breaches.append(message)
         return UnitTierBreach(message)
@@ -167,17 +175,111 @@ def _unit_tier_opens_no_socket_and_no_database(
     def no_connection(address: Any, *args: Any, **kwargs: Any) -> Any:
         raise refuse(f"connected to {address!r} (socket.create_connection)")
 
-    def no_database(*args: Any, **kwargs: Any) -> Any:
-        raise refuse(f"opened a DuckDB database {args[:1]!r} (duckdb.connect)")
+    in_memory = duckdb.connect
+
+    def no_database_file(database: Any = ":memory:", *args: Any, **kwargs: Any) -> Any:
+        if str(kwargs.get("database", database)).startswith(":memory:"):
+            return in_memory(database, *args, **kwargs)
+        raise refuse(f"opened the DuckDB file {str(database)!r} (duckdb.connect)")
+
+    class NoProcess(subprocess.Popen):  # type: ignore[type-arg]
+        def __init__(self, args: Any, *more: Any, **kwargs: Any) -> None:
+            raise refuse(f"started a process {args!r} (subprocess.Popen)")
 
     monkeypatch.setattr(socket, "create_connection", no_connection)
-    monkeypatch.setattr(duckdb, "connect", no_database)
+    monkeypatch.setattr(duckdb, "connect", no_database_file)
+    monkeypatch.setattr(subprocess, "Popen", NoProcess)
     yield
     if breaches:
         pytest.fail(breaches[0], pytrace=False)
 
 
 # ---------------------------------------------------------------------- the integration tier's parts
+def unavailable(reason: str) -> NoReturn:
+    """Skip when an optional part is missing here; fail in CI, which installs every one of them."""
+    if os.environ.get("CI", "").lower() in ("1", "true"):
+        pytest.fail(f"{reason}; CI installs it, so its install step is broken", pytrace=False)
+    pytest.skip(reason)
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    url: str  # postgresql://postgres:PASSWORD@127.0.0.1:PORT/postgres
+
+
+def _postgres_bin() -> Path | None:
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4])
+    )
+    return Path(found[-1]).parent if found else None
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL cluster on loopback (Debian's package), password auth, gone afterwards.
+
+    One for the whole session: every test that needs PostgreSQL takes this fixture (never a copy
+    imported into its module, which pytest would start once per module), and keeps to its own dataset.
+    """
+    bin_dir = _postgres_bin()
+    if bin_dir is None:
+        unavailable(
+            "PostgreSQL server binaries not found in /usr/lib/postgresql/*/bin: "
+            "apt-get install postgresql (scripts/test installs it)"
+        )
+    folder = Path(tempfile.mkdtemp(prefix="avepoint-pg-"))
+    # initdb refuses to run as root: the cluster belongs to the postgres user then.
+    as_owner: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres")
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    password = secrets.token_urlsafe(16)
+    password_file = folder / "password"
+    password_file.write_text(password)
+    if as_owner:
+        shutil.chown(password_file, "postgres")
+    data, port = folder / "data", free_port()
+
+    def run(*command: str) -> None:
+        subprocess.run([*as_owner, *command], check=True, capture_output=True, timeout=120)
+
+    run(
+        str(bin_dir / "initdb"),
+        "-D",
+        str(data),
+        "-U",
+        "postgres",
+        "--auth=scram-sha-256",
+        f"--pwfile={password_file}",
+        "-E",
+        "UTF8",
+    )
+    run(
+        str(bin_dir / "pg_ctl"),
+        "-D",
+        str(data),
+        "-l",
+        str(folder / "server.log"),
+        "-o",
+        f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off",
+        "-w",
+        "-t",
+        "60",
+        "start",
+    )
+    try:
+        yield PostgresServer(f"postgresql://postgres:{password}@127.0.0.1:{port}/postgres")
+    finally:
+        run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
     with Simulator(jobs=3_000, seed=11) as simulator:

@@ -3,14 +3,16 @@
 - ``WorldPages``: the connector's ``PageSource`` answered by the simulator's own job store and world
   (its real filtering, ordering and clock), in-process: no HTTP, no TLS, no token. What it leaves out
   (transport, retries, auth) is what the integration tier tests against the simulator over sockets.
-- ``MergedTable``: what dlt's merge does with the batches of a run: upsert by key, delete on the
-  hard-delete column. The integration tier loads real DuckDB files.
+- ``MergedTable``: what dlt's merge does with the batches of a run: replace by key, delete on the
+  hard-delete column, and keep both rows of a key when the run claimed its rows unique and was wrong.
+  The integration tier loads real DuckDB files.
 """
 
 from __future__ import annotations
 
 import email.utils
 import threading
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -18,6 +20,7 @@ from typing import Any
 
 import pyarrow as pa
 from avepoint_dynamics import AvePointCredentials
+from avepoint_dynamics.dlt_compat import DEDUPLICATED_HINT
 from avepoint_dynamics.model import JobsPage, Window
 from avepoint_dynamics.query import JobsQuery, build_query
 from avepoint_dynamics.rejected import DELETED_COLUMN
@@ -109,20 +112,54 @@ def _ticks(moment: datetime | None) -> int | None:
 
 @dataclass
 class MergedTable:
-    """A destination table as dlt's merge keeps it: one row per key, the newest wins, deletes delete."""
+    """A destination table as dlt's merge (``delete-insert``) keeps it, duplicates included.
+
+    A run's rows are staged, then merged when the run's load ends: rows of the staged keys are deleted,
+    and the staged rows inserted, except those flagged deleted (hard delete). dlt first reduces the
+    staging rows to one per key (the newest here), unless the table claims they are unique already
+    (``deduplicated``, dlt's ``x-stage-data-deduplicated`` hint): then every staged row is inserted, and a
+    wrong claim leaves two rows of one key, as it would in DuckDB. Like a table hint in dlt's schema,
+    the claim stays as the last run set it.
+    """
 
     key: str
-    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stored: list[dict[str, Any]] = field(default_factory=list)
+    """Every row the table holds, in insert order; two of one key only after a wrong claim."""
+    deduplicated: bool = False
     applied: int = 0
     """Rows written (merged or deleted) so far."""
+    _staged: list[dict[str, Any]] = field(default_factory=list)
 
-    def apply(self, table: pa.Table) -> None:
+    def stage(self, table: pa.Table) -> None:
         self.applied += table.num_rows
-        for row in table.to_pylist():
-            if row.get(DELETED_COLUMN):
-                self.rows.pop(row[self.key], None)
-            else:
-                self.rows[row[self.key]] = {k: v for k, v in row.items() if k != DELETED_COLUMN}
+        self._staged.extend(table.to_pylist())
+
+    def merge(self) -> None:
+        """End of the load: the staged rows replace the rows of their keys."""
+        staged, self._staged = self._staged, []
+        if not staged:
+            return
+        if not self.deduplicated:
+            staged = list({row[self.key]: row for row in staged}.values())  # the newest of a key
+        keys = {row[self.key] for row in staged}
+        self.stored = [row for row in self.stored if row[self.key] not in keys]
+        self.stored.extend(
+            {k: v for k, v in row.items() if k != DELETED_COLUMN}
+            for row in staged
+            if not row.get(DELETED_COLUMN)
+        )
+
+    def duplicated(self) -> list[str]:
+        """Keys held in more than one row."""
+        held = Counter(row[self.key] for row in self.stored)
+        return sorted(key for key, rows in held.items() if rows > 1)
+
+    @property
+    def rows(self) -> dict[str, dict[str, Any]]:
+        """The table by key; an ``AssertionError`` if a key has two rows (a dict would hide one)."""
+        twice = self.duplicated()
+        assert not twice, f"{len(twice)} keys held twice in {self.key!r} table, e.g. {twice[:3]}"
+        return {row[self.key]: row for row in self.stored}
 
 
 @dataclass
@@ -136,7 +173,7 @@ class Destination:
     """The run log's rows (``_avepoint_runs``), one per run."""
 
     def load(self, items: Iterable[Any]) -> None:
-        """Apply every item a run yields (Arrow tables, some wrapped with hints)."""
+        """One run's load: every item it yields (Arrow tables, some wrapped with hints), then the merge."""
         for item in items:
             hints: dict[str, Any] = {}
             table = item
@@ -146,18 +183,21 @@ class Destination:
                     hints = dict(item.meta.hints)
                 else:
                     hints = {"table_name": item.meta.table_name}
-            claim = (hints.get("additional_table_hints") or {}).get("x-stage-data-deduplicated")
+            claim = (hints.get("additional_table_hints") or {}).get(DEDUPLICATED_HINT)
             disposition = hints.get("write_disposition")
             if isinstance(disposition, dict) and "deduplicated" in disposition:
                 claim = disposition["deduplicated"]
+            name = hints.get("table_name")
+            if name == "_avepoint_runs":
+                self.runs.extend(table.to_pylist())
+                continue
+            merged = self.rejected if name == "jobs_rejected" else self.jobs
             if claim is not None:
                 self.claims.append(bool(claim))
-            if hints.get("table_name") == "_avepoint_runs":
-                self.runs.extend(table.to_pylist())
-            elif hints.get("table_name") == "jobs_rejected":
-                self.rejected.apply(table)
-            else:
-                self.jobs.apply(table)
+                merged.deduplicated = bool(claim)
+            merged.stage(table)
+        self.jobs.merge()
+        self.rejected.merge()
 
 
 def setup_for(**settings: Any) -> JobsSetup:

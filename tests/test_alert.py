@@ -18,8 +18,8 @@ from avepoint_pipelines.cli import main
 from avepoint_pipelines.load.pipeline import Target, run_load
 from avepoint_simulator import Simulator
 
-from .conftest import Loader
-from .test_destinations import PostgresServer, postgres_server, source_for  # noqa: F401 (a fixture)
+from .conftest import Loader, PostgresServer
+from .test_destinations import source_for
 from .test_views_report import expected_freshness
 
 STALE_AFTER = 26.0

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from avepoint_dynamics import (
 from avepoint_simulator import Simulator
 from avepoint_simulator.certs import make_certificate, make_pfx
 
+from .cli_runs import cli
 from .conftest import Loader, config_env, credentials_for
 from .expected import assert_rows_equal
 from .test_jobs_source import _root
@@ -67,16 +66,13 @@ def test_a_run_longer_than_the_token_lifetime_renews_without_a_token_per_page(
 ) -> None:
     with Simulator(jobs=3_000, seed=21, token_lifetime_s=2, latency_ms=60) as short_lived:
         loader = Loader(short_lived, tmp_path)
-        started = datetime.now(UTC)
         loader.load(page_size=20, max_concurrency=2)
-        took = (datetime.now(UTC) - started).total_seconds()
 
         stats = short_lived.stats()
-        assert took > 3, "the run must outlast the 2 s token"
         pages = stats["jobs_requests"]
-        assert pages >= 120
-        assert 2 <= stats["token_requests"] <= took / 2 * 1.5 + 3
-        assert stats["token_requests"] < pages / 10
+        assert pages >= 120  # 150 pages at 60 ms, two at a time: the run outlasts its first token
+        assert stats["token_requests"] >= 2, "the token was renewed"
+        assert stats["token_requests"] < pages / 10, "not a token per page"
         assert_rows_equal(loader.rows(), short_lived.world.ground_truth())
 
 
@@ -257,40 +253,32 @@ def test_check_reports_the_total_and_loads_nothing(sim: Simulator, loader: Loade
 
 def test_check_command_exit_codes(sim: Simulator, tmp_path: Path) -> None:
     env = config_env(sim)
-    ok = _cli(["check"], env, tmp_path)
+    ok = cli(["check"], None, tmp_path, env=env)
     assert ok.returncode == 0, ok.stderr
     assert f"holds {len(sim.world.ground_truth()):,} jobs" in ok.stdout
 
-    bad = _cli(
+    bad = cli(
         ["check"],
-        {**env, "SOURCES__AVEPOINT_DYNAMICS__CREDENTIALS__CLIENT_SECRET": "nope"},
+        None,
         tmp_path,
+        env={**env, "SOURCES__AVEPOINT_DYNAMICS__CREDENTIALS__CLIENT_SECRET": "nope"},
     )
     assert bad.returncode == 3
     assert bad.stderr.strip().splitlines()[-1].startswith("error: the identity service rejected")
 
     # check reads one job, so it offers no --page-size; a bad value in config still fails it
-    config = _cli(["check"], {**env, "SOURCES__AVEPOINT_DYNAMICS__PAGE_SIZE": "500"}, tmp_path)
+    config = cli(
+        ["check"], None, tmp_path, env={**env, "SOURCES__AVEPOINT_DYNAMICS__PAGE_SIZE": "500"}
+    )
     assert config.returncode == 2 and "page_size" in config.stderr
 
-    down = _cli(
-        ["check"], {**env, "SOURCES__AVEPOINT_DYNAMICS__BASE_URL": sim.base_url + "/x"}, tmp_path
+    down = cli(
+        ["check"],
+        None,
+        tmp_path,
+        env={**env, "SOURCES__AVEPOINT_DYNAMICS__BASE_URL": sim.base_url + "/x"},
     )
     assert down.returncode == 4 and "404" in down.stderr
-
-
-def _cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    import os
-
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("SOURCES__")}
-    return subprocess.run(
-        [sys.executable, "-m", "avepoint_pipelines.cli", *args],
-        env={**clean, **env},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_secrets_and_tokens_appear_nowhere(

@@ -16,29 +16,9 @@ import duckdb
 import pytest
 from avepoint_simulator import Simulator
 
-from .conftest import Loader, config_env
+from .cli_runs import cli, cli_command, cli_env
+from .conftest import Loader
 from .expected import assert_rows_equal
-
-
-def _env(sim: Simulator) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("SOURCES__")}
-    return {**clean, **config_env(sim, lookback_minutes="0")}
-
-
-def _run(
-    args: list[str], sim: Simulator, cwd: Path, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    target = ["--duckdb-path", str(cwd / "jobs.duckdb"), "--pipelines-dir", str(cwd / "pipelines")]
-    needs_target = args[0] in ("load", "backfill", "state", "reset")
-    return subprocess.run(
-        [sys.executable, "-m", "avepoint_pipelines.cli", *args, *(target if needs_target else [])],
-        env=_env(sim),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        input=stdin,
-        timeout=300,
-    )
 
 
 def _loader(sim: Simulator, cwd: Path) -> Loader:
@@ -46,7 +26,7 @@ def _loader(sim: Simulator, cwd: Path) -> Loader:
 
 
 def test_load_state_backfill_reset(sim: Simulator, tmp_path: Path) -> None:
-    loaded = _run(["load"], sim, tmp_path)
+    loaded = cli(["load"], sim, tmp_path)
     assert loaded.returncode == 0, loaded.stderr
     # What was read, and what reached the destination: the world's 3,000 jobs, all new.
     total = len(sim.world.ground_truth())
@@ -57,44 +37,44 @@ def test_load_state_backfill_reset(sim: Simulator, tmp_path: Path) -> None:
     loader = _loader(sim, tmp_path)
     assert_rows_equal(loader.rows(), sim.world.ground_truth())
 
-    state = json.loads(_run(["state"], sim, tmp_path).stdout)
+    state = json.loads(cli(["state"], sim, tmp_path).stdout)
     running = [j for j in sim.world.ground_truth() if j["status"] == 2]
     assert state["cursor"] == loader.state()["cursor"]
     assert state["open_jobs"] == len(running) > 0
     assert state["open_job_watermark"] == min(loader.state()["open_jobs"].values())
 
     sim.world.finish_running()
-    backfill = _run(["backfill", "--from", "2000-01-01", "--to", "2100-01-01"], sim, tmp_path)
+    backfill = cli(["backfill", "--from", "2000-01-01", "--to", "2100-01-01"], sim, tmp_path)
     assert backfill.returncode == 0, backfill.stderr
-    after = json.loads(_run(["state"], sim, tmp_path).stdout)
+    after = json.loads(cli(["state"], sim, tmp_path).stdout)
     # the cursor stays; the jobs the backfill saw finish are no longer followed
     assert after["cursor"] == state["cursor"] and after["open_jobs"] == 0
-    open_ended = _run(["backfill", "--from", "2000-01-01"], sim, tmp_path)  # up to now
+    open_ended = cli(["backfill", "--from", "2000-01-01"], sim, tmp_path)  # up to now
     assert open_ended.returncode == 0, open_ended.stderr
-    assert json.loads(_run(["state"], sim, tmp_path).stdout)["cursor"] == state["cursor"]
+    assert json.loads(cli(["state"], sim, tmp_path).stdout)["cursor"] == state["cursor"]
     assert_rows_equal(
         loader.rows(), sim.world.ground_truth()
     )  # finished jobs updated by the backfill
 
-    refused = _run(["reset"], sim, tmp_path, stdin="")
+    refused = cli(["reset"], sim, tmp_path, stdin="")
     assert refused.returncode == 2 and "--yes" in refused.stderr
-    kept = _run(["reset"], sim, tmp_path, stdin="n\n")
-    assert json.loads(_run(["state"], sim, tmp_path).stdout)["cursor"] == state["cursor"], (
+    kept = cli(["reset"], sim, tmp_path, stdin="n\n")
+    assert json.loads(cli(["state"], sim, tmp_path).stdout)["cursor"] == state["cursor"], (
         kept.stderr
     )
 
-    reset = _run(["reset", "--yes"], sim, tmp_path)
+    reset = cli(["reset", "--yes"], sim, tmp_path)
     assert reset.returncode == 0, reset.stderr
-    assert json.loads(_run(["state"], sim, tmp_path).stdout)["cursor"] is None
+    assert json.loads(cli(["state"], sim, tmp_path).stdout)["cursor"] is None
     sim.reset_stats()
-    again = _run(["load", "--quiet"], sim, tmp_path)
+    again = cli(["load", "--quiet"], sim, tmp_path)
     assert again.returncode == 0 and again.stdout == ""
     assert sim.stats()["jobs_requests"] == 1 + 30  # the service's clock, then the whole history
     assert loader.query("SELECT count(*) FROM jobs")[0][0] == 3_000
 
 
 def test_filters_and_destination_options(sim: Simulator, tmp_path: Path) -> None:
-    result = _run(
+    result = cli(
         ["load", "--job-type", "restore", "--dataset", "other", "--page-size", "25"], sim, tmp_path
     )
 
@@ -115,7 +95,7 @@ def test_filters_and_destination_options(sim: Simulator, tmp_path: Path) -> None
 def test_exit_codes_and_one_line_errors(
     sim: Simulator, tmp_path: Path, args: list[str], code: int, says: str
 ) -> None:
-    result = _run(args, sim, tmp_path)
+    result = cli(args, sim, tmp_path)
 
     assert result.returncode == code
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -124,15 +104,8 @@ def test_exit_codes_and_one_line_errors(
 
 
 def test_missing_credentials_say_where_to_put_them(sim: Simulator, tmp_path: Path) -> None:
-    env = {k: v for k, v in _env(sim).items() if "CLIENT_ID" not in k}
-    result = subprocess.run(
-        [sys.executable, "-m", "avepoint_pipelines.cli", "check"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    env = {k: v for k, v in cli_env(sim).items() if "CLIENT_ID" not in k}
+    result = cli(["check"], None, tmp_path, env)
     assert result.returncode == 2
     assert "client_id" in result.stderr and "secrets.toml" in result.stderr
     assert "Traceback" not in result.stderr
@@ -141,10 +114,7 @@ def test_missing_credentials_say_where_to_put_them(sim: Simulator, tmp_path: Pat
 def test_progress_on_a_terminal(tmp_path: Path) -> None:
     with Simulator(jobs=3_000, seed=12, latency_ms=20) as slow:
         leader, follower = pty.openpty()
-        command = [
-            sys.executable,
-            "-m",
-            "avepoint_pipelines.cli",
+        command = cli_command(
             "load",
             "--page-size",
             "20",
@@ -154,9 +124,9 @@ def test_progress_on_a_terminal(tmp_path: Path) -> None:
             str(tmp_path / "j.duckdb"),
             "--pipelines-dir",
             str(tmp_path / "p"),
-        ]
+        )
         process = subprocess.Popen(
-            command, env=_env(slow), cwd=tmp_path, stdout=subprocess.PIPE, stderr=follower
+            command, env=cli_env(slow), cwd=tmp_path, stdout=subprocess.PIPE, stderr=follower
         )
         os.close(follower)
         screen = b""
@@ -187,24 +157,7 @@ def test_progress_on_a_terminal(tmp_path: Path) -> None:
 
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     """The Quick start's first command: simulator, two real loads, a DuckDB file, a report, a summary."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("SOURCES__")}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "avepoint_pipelines.cli",
-            "demo",
-            "--jobs",
-            "2000",
-            "--latency-ms",
-            "0",
-        ],
-        env=clean,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = cli(["demo", "--jobs", "2000", "--latency-ms", "0"], None, tmp_path)
 
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
@@ -229,7 +182,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
 
 def test_one_job_one_page_one_package(tmp_path: Path) -> None:
     with Simulator(jobs=1, seed=5) as tiny:
-        result = _run(["load"], tiny, tmp_path)
+        result = cli(["load"], tiny, tmp_path)
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
@@ -243,21 +196,8 @@ def test_quiet_hides_dlt_warnings_too(sim: Simulator, tmp_path: Path) -> None:
     files = {"DESTINATION__FILESYSTEM__BUCKET_URL": (tmp_path / "files").as_uri()}
 
     def load(*flags: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "avepoint_pipelines.cli",
-                "load",
-                "--destination",
-                "filesystem",
-                *flags,
-            ],
-            env={**_env(sim), **files},
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=300,
+        return cli(
+            ["load", "--destination", "filesystem", *flags], sim, tmp_path, files, target=False
         )
 
     talkative = load()
@@ -277,21 +217,12 @@ def test_state_lives_beside_the_duckdb_file_and_says_where(sim: Simulator, tmp_p
     for folder in (first, second):
         folder.mkdir()
     # dlt's global folder (~/.dlt, /var/dlt as root), where every folder's pipeline of a name would meet
-    env = {**_env(sim), "DLT_DATA_DIR": str(shared)}
+    env = {"DLT_DATA_DIR": str(shared)}
 
-    def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "avepoint_pipelines.cli", *args],
-            env=env,
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-
-    assert cli("load", "-q", cwd=first).returncode == 0
-    here = json.loads(cli("state", cwd=first).stdout)
-    elsewhere = cli("state", cwd=second)
+    # no --duckdb-path, no --pipelines-dir: the defaults are what this test is about
+    assert cli(["load", "-q"], sim, first, env, target=False).returncode == 0
+    here = json.loads(cli(["state"], sim, first, env, target=False).stdout)
+    elsewhere = cli(["state"], sim, second, env, target=False)
 
     beside = first / "avepoint_dynamics.duckdb.dlt"
     assert here["pipelines_dir"] == str(beside)
@@ -329,7 +260,7 @@ def test_help_shows_every_default_and_only_the_options_a_command_uses() -> None:
     assert not options["check"] & {"--tenants", "--tenant", "--page-size", "--max-concurrency"}
 
     backfill = subprocess.run(
-        [sys.executable, "-m", "avepoint_pipelines.cli", "backfill", "--help"],
+        cli_command("backfill", "--help"),
         capture_output=True,
         text=True,
         timeout=60,
@@ -337,7 +268,7 @@ def test_help_shows_every_default_and_only_the_options_a_command_uses() -> None:
     assert "--from DATE" in backfill.stdout and "FROM_" not in backfill.stdout
     assert "(default: duckdb)" in backfill.stdout
     refused = subprocess.run(
-        [sys.executable, "-m", "avepoint_pipelines.cli", "state", "--duckdb-memory-limit", "1GB"],
+        cli_command("state", "--duckdb-memory-limit", "1GB"),
         capture_output=True,
         text=True,
         timeout=60,
@@ -352,7 +283,7 @@ def test_version() -> None:
     from importlib.metadata import version
 
     result = subprocess.run(
-        [sys.executable, "-m", "avepoint_pipelines.cli", "--version"],
+        cli_command("--version"),
         capture_output=True,
         text=True,
         timeout=60,

@@ -6,35 +6,17 @@ code and leaves nothing half-written: the next run completes and the table equal
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from avepoint_simulator import Simulator
 
-from .conftest import Loader, config_env
+from .cli_runs import cli, cli_command, cli_env
+from .conftest import Loader
 from .expected import assert_rows_equal
 from .waiting import wait_until
-
-
-def _env(sim: Simulator) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "RUNTIME__"))}
-    return {**clean, "RUNTIME__DLTHUB_TELEMETRY": "false", **config_env(sim, lookback_minutes="0")}
-
-
-def _command(tmp_path: Path, *args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "avepoint_pipelines.cli",
-        "load",
-        "--duckdb-path",
-        str(tmp_path / "jobs.duckdb"),
-        *args,
-    ]
 
 
 @pytest.mark.parametrize(
@@ -49,8 +31,8 @@ def test_a_stopped_load_exits_with_its_code_and_the_next_run_is_complete(
 ) -> None:
     with Simulator(jobs=3_000, seed=21, latency_ms=60) as slow:
         process = subprocess.Popen(
-            _command(tmp_path, "--page-size", "20", "--max-concurrency", "2", "-q"),
-            env=_env(slow),
+            cli_command("load", "--page-size", "20", "--max-concurrency", "2", "-q", cwd=tmp_path),
+            env=cli_env(slow),
             cwd=tmp_path,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -72,14 +54,7 @@ def test_a_stopped_load_exits_with_its_code_and_the_next_run_is_complete(
 
         slow.set_faults(latency_ms=0)
         slow.world.add_jobs(5, running=1)
-        again = subprocess.run(
-            _command(tmp_path),
-            env=_env(slow),
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        again = cli(["load"], slow, tmp_path)
 
         assert again.returncode == 0, again.stderr
         loader = Loader(slow, tmp_path, pipeline_name="avepoint_dynamics")
@@ -94,9 +69,7 @@ def test_rejected_jobs_are_counted_and_fail_the_run_only_when_asked(
     bad = sim.world.ground_truth()[100]["jobId"]
     sim.world.patch_job(bad, totalRecord="lots")
 
-    default = subprocess.run(
-        _command(tmp_path), env=_env(sim), cwd=tmp_path, capture_output=True, text=True, timeout=300
-    )
+    default = cli(["load"], sim, tmp_path)
 
     assert default.returncode == 0, default.stderr
     assert default.stdout.strip() == (
@@ -110,14 +83,7 @@ def test_rejected_jobs_are_counted_and_fail_the_run_only_when_asked(
         "each is read again every run, except one without a start time found in a time span over a day long (its own warning names the backfill that reads it again)"
     )
 
-    strict = subprocess.run(
-        _command(tmp_path, "--fail-on-rejected", "-q"),
-        env=_env(sim),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    strict = cli(["load", "--fail-on-rejected", "-q"], sim, tmp_path)
 
     assert strict.returncode == 5
     assert strict.stdout == ""
@@ -126,13 +92,6 @@ def test_rejected_jobs_are_counted_and_fail_the_run_only_when_asked(
     )
 
     sim.world.patch_job(bad, totalRecord=1)
-    fixed = subprocess.run(
-        _command(tmp_path, "--fail-on-rejected"),
-        env=_env(sim),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    fixed = cli(["load", "--fail-on-rejected"], sim, tmp_path)
     assert fixed.returncode == 0, fixed.stderr
     assert "jobs_rejected" not in fixed.stdout

@@ -7,41 +7,16 @@ subprocess, as a user types it, and checks the exit code and the whole of stderr
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from avepoint_simulator import Simulator
 
+from .cli_runs import cli
 from .conftest import config_env
 
 DESTINATIONS_DLT_KNOWS = ("bigquery", "duckdb", "filesystem", "motherduck", "postgres", "snowflake")
-
-
-def _clean_env(**extra: str) -> dict[str, str]:
-    """The environment without any dlt config of the developer's (sources, destinations, runtime)."""
-    keep = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SOURCES__", "DESTINATION__", "RUNTIME__"))
-    }
-    return {**keep, "RUNTIME__DLTHUB_TELEMETRY": "false", **extra}
-
-
-def _cli(
-    args: list[str], cwd: Path, env: dict[str, str], stdin: str | None = ""
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "avepoint_pipelines.cli", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        input=stdin,
-        timeout=300,
-    )
 
 
 def _only_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -74,7 +49,7 @@ def test_a_config_file_that_does_not_parse_names_file_line_and_problem(
     (tmp_path / ".dlt").mkdir()
     (tmp_path / ".dlt" / file).write_text(text)
 
-    result = _cli(["check"], tmp_path, _clean_env())
+    result = cli(["check"], None, tmp_path, target=False)
 
     assert result.returncode == 2
     line = _only_line(result)
@@ -92,13 +67,13 @@ def test_a_missing_extra_says_what_to_install(sim: Simulator, tmp_path: Path) ->
     (shadow / "psycopg2.py").write_text(
         "raise ModuleNotFoundError(\"No module named 'psycopg2'\", name='psycopg2')\n"
     )
-    env = _clean_env(
+    env = dict(
         PYTHONPATH=str(shadow),
         DESTINATION__POSTGRES__CREDENTIALS="postgresql://loader:pw@127.0.0.1:9/analytics",
         **config_env(sim),
     )
 
-    result = _cli(["load", "--destination", "postgres"], tmp_path, env)
+    result = cli(["load", "--destination", "postgres"], None, tmp_path, env, target=False)
 
     assert result.returncode == 2
     assert _only_line(result) == (
@@ -108,7 +83,7 @@ def test_a_missing_extra_says_what_to_install(sim: Simulator, tmp_path: Path) ->
 
 
 def test_an_unknown_destination_lists_the_names_dlt_knows(sim: Simulator, tmp_path: Path) -> None:
-    result = _cli(["load", "--destination", "bogus"], tmp_path, _clean_env(**config_env(sim)))
+    result = cli(["load", "--destination", "bogus"], None, tmp_path, config_env(sim), target=False)
 
     assert result.returncode == 2
     line = _only_line(result)
@@ -123,7 +98,7 @@ def test_verbose_shows_the_whole_chain_after_the_line(tmp_path: Path) -> None:
     (tmp_path / ".dlt").mkdir()
     (tmp_path / ".dlt" / "secrets.toml").write_text('[sources.avepoint_dynamics]\nregion = "us\n')
 
-    result = _cli(["check", "-v"], tmp_path, _clean_env())
+    result = cli(["check", "-v"], None, tmp_path, target=False)
 
     assert result.returncode == 2
     lines = result.stderr.splitlines()
@@ -140,9 +115,9 @@ def test_verbose_shows_the_whole_chain_after_the_line(tmp_path: Path) -> None:
 def test_missing_destination_credentials_name_the_destination_key(
     sim: Simulator, tmp_path: Path
 ) -> None:
-    env = _clean_env(**config_env(sim))
+    env = config_env(sim)
 
-    result = _cli(["load", "--destination", "postgres"], tmp_path, env)
+    result = cli(["load", "--destination", "postgres"], None, tmp_path, env, target=False)
 
     assert result.returncode == 2
     line = _only_line(result)
@@ -155,7 +130,7 @@ def test_missing_destination_credentials_name_the_destination_key(
 
 
 def test_tenants_without_sections_get_one_line_each_naming_their_section(tmp_path: Path) -> None:
-    result = _cli(["load", "--tenants", "contoso,fabrikam"], tmp_path, _clean_env())
+    result = cli(["load", "--tenants", "contoso,fabrikam"], None, tmp_path, target=False)
 
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
@@ -168,7 +143,9 @@ def test_tenants_without_sections_get_one_line_each_naming_their_section(tmp_pat
 
 
 def test_reset_off_a_terminal_says_use_yes(tmp_path: Path) -> None:
-    result = _cli(["reset", "--duckdb-path", str(tmp_path / "j.duckdb")], tmp_path, _clean_env())
+    result = cli(
+        ["reset", "--duckdb-path", str(tmp_path / "j.duckdb")], None, tmp_path, target=False
+    )
 
     assert result.returncode == 2
     assert (
@@ -181,7 +158,7 @@ def test_reset_off_a_terminal_says_use_yes(tmp_path: Path) -> None:
 def test_no_secret_is_printed_even_with_the_whole_chain(tmp_path: Path) -> None:
     """A destination that refuses the connection: its URL's password appears nowhere, even with -v."""
     password = "hunter2-not-printed"
-    env = _clean_env(
+    env = dict(
         DESTINATION__POSTGRES__CREDENTIALS=f"postgresql://loader:{password}@127.0.0.1:9/analytics",
         SOURCES__AVEPOINT_DYNAMICS__BASE_URL="https://127.0.0.1:9",
         SOURCES__AVEPOINT_DYNAMICS__CREDENTIALS__IDENTITY_URL="https://127.0.0.1:9",
@@ -189,7 +166,7 @@ def test_no_secret_is_printed_even_with_the_whole_chain(tmp_path: Path) -> None:
         SOURCES__AVEPOINT_DYNAMICS__CREDENTIALS__CLIENT_SECRET="another-secret-value",
     )
 
-    result = _cli(["load", "--destination", "postgres", "-v"], tmp_path, env)
+    result = cli(["load", "--destination", "postgres", "-v"], None, tmp_path, env, target=False)
 
     assert result.returncode == 1
     first = result.stderr.splitlines()[0]
@@ -215,10 +192,12 @@ def test_no_secret_is_printed_even_with_the_whole_chain(tmp_path: Path) -> None:
 def test_dates_are_iso_8601_or_refused(
     sim: Simulator, tmp_path: Path, args: list[str], flag: str, value: str
 ) -> None:
-    result = _cli(
+    result = cli(
         [*args, "--duckdb-path", str(tmp_path / "j.duckdb")],
+        None,
         tmp_path,
-        _clean_env(**config_env(sim)),
+        config_env(sim),
+        target=False,
     )
 
     assert result.returncode == 2
@@ -249,10 +228,12 @@ def test_dates_are_iso_8601_or_refused(
 def test_a_reversed_range_names_the_flags(
     sim: Simulator, tmp_path: Path, args: list[str], says: str
 ) -> None:
-    result = _cli(
+    result = cli(
         ["backfill", *args, "--duckdb-path", str(tmp_path / "j.duckdb")],
+        None,
         tmp_path,
-        _clean_env(**config_env(sim)),
+        config_env(sim),
+        target=False,
     )
 
     assert result.returncode == 2
@@ -266,8 +247,8 @@ def test_a_destination_that_cannot_be_opened_says_what_it_said(
     not_duckdb = tmp_path / "jobs.duckdb"
     not_duckdb.write_text("not a database\n")
 
-    result = _cli(
-        ["load", "--duckdb-path", str(not_duckdb)], tmp_path, _clean_env(**config_env(sim))
+    result = cli(
+        ["load", "--duckdb-path", str(not_duckdb)], None, tmp_path, config_env(sim), target=False
     )
 
     assert result.returncode == 1

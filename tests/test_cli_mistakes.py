@@ -19,7 +19,7 @@ import duckdb
 import pytest
 from avepoint_simulator import Simulator
 
-from .cli_runs import cli, cli_env
+from .cli_runs import cli, cli_command, cli_env
 from .conftest import Loader, config_env
 from .expected import assert_rows_equal
 
@@ -373,13 +373,13 @@ def test_check_json_is_one_object_on_stdout(world: Simulator, tmp_path: Path) ->
 
 def test_help_says_what_changed() -> None:
     load = subprocess.run(
-        [sys.executable, "-m", "avepoint_pipelines.cli", "load", "--help"],
+        cli_command("load", "--help"),
         capture_output=True,
         text=True,
         timeout=60,
     )
     reset = subprocess.run(
-        [sys.executable, "-m", "avepoint_pipelines.cli", "reset", "--help"],
+        cli_command("reset", "--help"),
         capture_output=True,
         text=True,
         timeout=60,

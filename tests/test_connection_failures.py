@@ -7,32 +7,15 @@ ISO-8601, a filter changed between runs: each names its cause and the key that f
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from avepoint_simulator import Simulator
 
+from .cli_runs import cli
 from .conftest import Loader, config_env
-
-
-def _cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    clean = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SOURCES__", "REQUESTS_CA_BUNDLE", "SSL_CERT", "CURL_CA_BUNDLE"))
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "avepoint_pipelines.cli", *args],
-        env={**clean, **env},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def _errors(result: subprocess.CompletedProcess[str]) -> list[str]:
@@ -45,7 +28,7 @@ def test_a_certificate_this_machine_does_not_trust_is_named_a_tls_trust_failure(
     env = config_env(sim)
     del env["SOURCES__AVEPOINT_DYNAMICS__CA_BUNDLE"]  # the simulator's CA is nobody's system CA
 
-    result = _cli(["check"], env, tmp_path)
+    result = cli(["check"], None, tmp_path, env=env)
 
     assert result.returncode == 2, result.stderr
     (line,) = _errors(result)
@@ -66,7 +49,7 @@ def test_an_api_host_that_never_answers_is_a_wrong_address_said_quickly(
         port = closed.getsockname()[1]
     env = config_env(sim, base_url=f"https://127.0.0.1:{port}")
 
-    result = _cli(["load", "--duckdb-path", str(tmp_path / "j.duckdb")], env, tmp_path)
+    result = cli(["load", "--duckdb-path", str(tmp_path / "j.duckdb")], None, tmp_path, env=env)
 
     assert result.returncode == 4, result.stderr
     (line,) = _errors(result)
@@ -84,7 +67,7 @@ def test_a_date_in_config_is_iso_8601_or_refused(
 ) -> None:
     env = config_env(sim, initial_start_time=value)
 
-    result = _cli(["load", "--duckdb-path", str(tmp_path / "j.duckdb")], env, tmp_path)
+    result = cli(["load", "--duckdb-path", str(tmp_path / "j.duckdb")], None, tmp_path, env=env)
 
     assert result.returncode == 2
     assert _errors(result) == [

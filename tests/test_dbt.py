@@ -8,9 +8,7 @@ dbt-core pins libraries that Dagster pins otherwise, so it gets an environment o
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -20,9 +18,9 @@ import duckdb
 import pytest
 from avepoint_simulator import Simulator
 
-from .conftest import config_env
+from .cli_runs import cli, cli_env
+from .conftest import PostgresServer, config_env
 from .expected import api_time
-from .test_destinations import PostgresServer, postgres_server  # noqa: F401  (a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 DBT = ROOT / ".venv" / "dbt" / "bin" / "dbt"
@@ -35,13 +33,8 @@ pytestmark = pytest.mark.skipif(
 
 
 def _env(sim: Simulator, **extra: str) -> dict[str, str]:
-    clean = {
-        k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "DESTINATION__"))
-    }
     return {
-        **clean,
-        **config_env(sim, lookback_minutes="0"),
-        "RUNTIME__DLTHUB_TELEMETRY": "false",
+        **cli_env(sim),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
         "DO_NOT_TRACK": "1",
         **extra,
@@ -49,14 +42,7 @@ def _env(sim: Simulator, **extra: str) -> dict[str, str]:
 
 
 def _load(sim: Simulator, cwd: Path, *where: str, **env: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "avepoint_pipelines.cli", "load", "--dataset", DATASET, *where],
-        env=_env(sim, **env),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = cli(["load", "--dataset", DATASET, *where], None, cwd, _env(sim, **env), target=False)
     assert done.returncode == 0, done.stderr
 
 

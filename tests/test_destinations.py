@@ -8,16 +8,11 @@ local working folder, so its incremental state can only come from the destinatio
 from __future__ import annotations
 
 import glob
-import os
-import secrets
 import shutil
-import socket
-import subprocess
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import duckdb
 import pytest
@@ -25,94 +20,12 @@ from avepoint_dynamics import avepoint_dynamics
 from avepoint_pipelines.load.pipeline import Target, make_pipeline, run_load
 from avepoint_simulator import Simulator
 
-from .conftest import Loader, credentials_for
+from .conftest import Loader, PostgresServer, credentials_for
 from .expected import COLUMN_OF, assert_rows_equal
 
 DESTINATIONS = ["duckdb", "filesystem", "postgres"]
 #: The columns of the API's fields and the two names: what every destination must hold alike.
 DATA_COLUMNS = [*COLUMN_OF.values(), "status_name", "type_name"]
-
-
-def unavailable(reason: str) -> NoReturn:
-    """Skip when an optional part is missing here; fail in CI, which installs every one of them."""
-    if os.environ.get("CI", "").lower() in ("1", "true"):
-        pytest.fail(f"{reason}; CI installs it, so its install step is broken", pytrace=False)
-    pytest.skip(reason)
-
-
-# ---------------------------------------------------------------------------------------- PostgreSQL
-@dataclass(frozen=True)
-class PostgresServer:
-    url: str  # postgresql://postgres:PASSWORD@127.0.0.1:PORT/postgres
-
-
-def _postgres_bin() -> Path | None:
-    found = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4])
-    )
-    return Path(found[-1]).parent if found else None
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """A throwaway PostgreSQL cluster on loopback (Debian's package), password auth, gone afterwards."""
-    bin_dir = _postgres_bin()
-    if bin_dir is None:
-        unavailable(
-            "PostgreSQL server binaries not found in /usr/lib/postgresql/*/bin: "
-            "apt-get install postgresql (scripts/test installs it)"
-        )
-    folder = Path(tempfile.mkdtemp(prefix="avepoint-pg-"))
-    # initdb refuses to run as root: the cluster belongs to the postgres user then.
-    as_owner: list[str] = []
-    if os.geteuid() == 0:
-        shutil.chown(folder, "postgres")
-        as_owner = ["runuser", "-u", "postgres", "--"]
-    password = secrets.token_urlsafe(16)
-    password_file = folder / "password"
-    password_file.write_text(password)
-    if as_owner:
-        shutil.chown(password_file, "postgres")
-    data, port = folder / "data", _free_port()
-
-    def run(*command: str) -> None:
-        subprocess.run([*as_owner, *command], check=True, capture_output=True, timeout=120)
-
-    run(
-        str(bin_dir / "initdb"),
-        "-D",
-        str(data),
-        "-U",
-        "postgres",
-        "--auth=scram-sha-256",
-        f"--pwfile={password_file}",
-        "-E",
-        "UTF8",
-    )
-    run(
-        str(bin_dir / "pg_ctl"),
-        "-D",
-        str(data),
-        "-l",
-        str(folder / "server.log"),
-        "-o",
-        f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off",
-        "-w",
-        "-t",
-        "60",
-        "start",
-    )
-    try:
-        yield PostgresServer(f"postgresql://postgres:{password}@127.0.0.1:{port}/postgres")
-    finally:
-        run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------- loading
@@ -273,7 +186,8 @@ def test_load_then_incremental_rerun_with_state_from_the_destination(
     monkeypatch: pytest.MonkeyPatch,
     request: pytest.FixtureRequest,
 ) -> None:
-    landing = landing_for(destination, tmp_path, monkeypatch, request)
+    # a dataset of its own: the PostgreSQL cluster is the session's, shared with other modules' tests
+    landing = landing_for(destination, tmp_path, monkeypatch, request, dataset="rerun")
 
     run_load(source_for(sim), landing.target)
 

@@ -14,6 +14,8 @@ import dlt
 import pytest
 from avepoint_dynamics import dlt_compat
 
+pytestmark = pytest.mark.unit
+
 
 def _pipeline(tmp_path: Path, name: str = "compat") -> Any:
     return dlt.pipeline(

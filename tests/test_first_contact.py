@@ -9,7 +9,6 @@ capped in silence. After every night the table equals the API's truth, field by 
 from __future__ import annotations
 
 import logging
-import os
 import shlex
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from avepoint_dynamics.state import service_state
 from avepoint_simulator import Faults, Simulator
 from avepoint_simulator.api import in_milliseconds
 
+from .cli_runs import cli, cli_env
 from .conftest import Loader, config_env
 from .expected import assert_rows_equal
 
@@ -159,25 +159,13 @@ def test_while_the_reading_is_unknown_loads_read_the_safe_way_and_stay_exact(
         assert len(said) == 4
 
 
-def _cli(sim: Simulator, cwd: Path, *command: str, **keys: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("SOURCES__")}
-    return subprocess.run(
-        [sys.executable, "-m", "avepoint_pipelines.cli", *command],
-        env={**clean, **config_env(sim, **keys)},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 @pytest.mark.parametrize("reading", READINGS)
 def test_check_deep_names_the_reading_of_a_busy_tenant_on_the_documented_get_form(
     reading: str, tmp_path: Path
 ) -> None:
     faults = Faults(window_selects=reading, strict_get=True)
     with Simulator(**TENANTS["busy"], seed=62, faults=faults) as sim:
-        shown = _cli(sim, tmp_path, "check", "--deep", api_version="v2")
+        shown = cli(["check", "--deep"], None, tmp_path, config_env(sim, api_version="v2"))
 
         assert shown.returncode == 0, shown.stderr
         told = {
@@ -194,7 +182,7 @@ def test_check_deep_says_plainly_when_it_cannot_tell_and_what_the_safe_way_costs
     tmp_path: Path,
 ) -> None:
     with Simulator(jobs=150, running=150, history_days=5, seed=63) as sim:  # nothing finished yet
-        shown = _cli(sim, tmp_path, "check", "--deep")
+        shown = cli(["check", "--deep"], None, tmp_path, config_env(sim))
 
         assert shown.returncode == 0, shown.stderr
         assert "time window selects:   could not tell" in shown.stdout, shown.stdout
@@ -228,7 +216,9 @@ def test_a_400_naming_fields_exits_2_naming_them(tmp_path: Path) -> None:
     faults = Faults(max_page_size=20)  # pageSize over 20 refused, naming the field
     with Simulator(jobs=100, seed=65, faults=faults) as sim:
         target = ["--duckdb-path", str(tmp_path / "jobs.duckdb")]
-        done = _cli(sim, tmp_path, "load", *target, api_version="v2", page_size="50")
+        done = cli(
+            ["load", *target], None, tmp_path, config_env(sim, api_version="v2", page_size="50")
+        )
 
         assert done.returncode == 2, (done.returncode, done.stderr)
         assert "naming the field(s) pageSize" in done.stderr
@@ -324,8 +314,7 @@ def test_the_documented_literal_service_runs_as_typed_and_check_deep_tells_its_r
                 if line.startswith("export ")
             )
         }
-        clean = {k: v for k, v in os.environ.items() if not k.startswith("SOURCES__")}
-        env = {**clean, **exports, "SOURCES__AVEPOINT_DYNAMICS__API_VERSION": "v2"}
+        env = {**cli_env(), **exports, "SOURCES__AVEPOINT_DYNAMICS__API_VERSION": "v2"}
         shown = subprocess.run(
             [str(scripts / "avepoint-dynamics"), "check", "--deep"],
             env=env,

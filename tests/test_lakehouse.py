@@ -30,9 +30,10 @@ from avepoint_dynamics.state import read_state
 from avepoint_pipelines.load.pipeline import Target, TargetError, run_load
 from avepoint_simulator import Faults, Simulator
 
-from .conftest import config_env, credentials_for
+from .cli_runs import cli
+from .conftest import config_env, credentials_for, free_port, unavailable
 from .expected import api_time, assert_rows_equal
-from .test_destinations import _free_port, jobs_requests, source_for, unavailable
+from .test_destinations import jobs_requests, source_for
 from .waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,7 +89,7 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         import moto  # noqa: F401
     except ImportError:
         unavailable("moto is not installed: pip install -e '.[test]' (scripts/test installs it)")
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("moto") / "server.log"
     with open(log, "wb") as output:
         server = subprocess.Popen(
@@ -303,19 +304,12 @@ def test_the_cli_loads_a_delta_table_on_s3_and_refuses_it_elsewhere_in_one_line(
     sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
     lake = lake_for("s3", tmp_path, monkeypatch, request)
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("SOURCES__")},
-        **config_env(sim, lookback_minutes="0"),
-    }
     where = ["--pipelines-dir", str(tmp_path / "pipelines"), "--dataset", DATASET]
+    delta = ["load", "--destination", "filesystem", "--table-format", "delta", *where]
+    # the bucket and its keys lake_for set in this process, handed on as a user's env vars
+    bucket = {k: v for k, v in os.environ.items() if k.startswith("DESTINATION__FILESYSTEM__")}
 
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "avepoint_pipelines.cli", *args]
-        return subprocess.run(
-            command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
-        )
-
-    loaded = cli("load", "--destination", "filesystem", "--table-format", "delta", *where)
+    loaded = cli(delta, sim, tmp_path, bucket, target=False)
 
     assert loaded.returncode == 0, loaded.stderr
     # No SQL on the filesystem destination: what the run handed to the merge, not counted there.
@@ -325,7 +319,7 @@ def test_the_cli_loads_a_delta_table_on_s3_and_refuses_it_elsewhere_in_one_line(
     )
     assert_rows_equal(lake.jobs(), sim.world.ground_truth())
 
-    refused = cli("load", "--table-format", "delta", *where)
+    refused = cli(["load", "--table-format", "delta", *where], sim, tmp_path, bucket, target=False)
 
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines() == [

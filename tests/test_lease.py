@@ -12,7 +12,6 @@ import importlib.util
 import os
 import signal
 import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,33 +20,21 @@ from avepoint_pipelines.load.lease import DatasetBusy, DestinationLease
 from avepoint_pipelines.load.pipeline import Target, make_pipeline
 from avepoint_simulator import Simulator
 
-from .conftest import Loader, config_env
-from .test_destinations import PostgresServer, postgres_server  # noqa: F401 (a fixture)
+from .cli_runs import cli_command, cli_env
+from .conftest import Loader, PostgresServer
 from .test_orchestrators import airflow_python  # noqa: F401 (a fixture)
 from .waiting import wait_until
 
 
 def _env(sim: Simulator, **extra: str) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "RUNTIME__"))}
-    env = {**clean, "RUNTIME__DLTHUB_TELEMETRY": "false", **extra}
-    for tenant in ("alpha", "bravo"):
-        env.update(config_env(sim, f"avepoint_dynamics_{tenant}", lookback_minutes="0"))
-    env.update(config_env(sim, lookback_minutes="0"))
-    return env
+    sections = ("avepoint_dynamics_alpha", "avepoint_dynamics_bravo", "avepoint_dynamics")
+    return {**cli_env(sim, *sections), **extra}
 
 
 def _load(folder: Path, database: Path, *args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "avepoint_pipelines.cli",
-        "load",
-        "--duckdb-path",
-        str(database),
-        "--pipelines-dir",
-        str(folder),
-        *args,
-    ]
+    return cli_command(
+        "load", "--duckdb-path", str(database), "--pipelines-dir", str(folder), *args
+    )
 
 
 def _second_run_is_turned_away(

@@ -19,10 +19,9 @@ from typing import Any
 import pytest
 from avepoint_simulator import Simulator
 
-from .conftest import Loader
+from .conftest import Loader, unavailable
 from .expected import assert_rows_equal
 from .test_alert import make_stale
-from .test_destinations import unavailable
 from .test_views_report import expected_freshness
 
 ROOT = Path(__file__).resolve().parents[1]

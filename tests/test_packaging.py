@@ -10,8 +10,6 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.unit
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -19,6 +17,7 @@ def _pyproject(folder: Path) -> dict[str, Any]:
     return tomllib.loads((folder / "pyproject.toml").read_text(encoding="utf-8"))
 
 
+@pytest.mark.unit
 def test_the_connectors_distribution_carries_no_simulator_and_no_pytest_plugin() -> None:
     project = _pyproject(ROOT)
     setuptools = project["tool"]["setuptools"]

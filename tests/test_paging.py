@@ -9,6 +9,7 @@ import pytest
 from avepoint_dynamics.paging import distinct_count
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("seed", range(5))
 def test_distinct_count_equals_a_set_of_the_same_ids(seed: int) -> None:
     rng = random.Random(seed)
@@ -18,6 +19,7 @@ def test_distinct_count_equals_a_set_of_the_same_ids(seed: int) -> None:
     assert distinct_count(array("q", ids)) == len(set(ids))
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "ids",
     [[], [7], [7, 7], [-(2**63), 2**63 - 1, -(2**63)], [3, 1, 2, 1, 3, 3]],

@@ -7,9 +7,6 @@ against what the code under test computes.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,21 +17,11 @@ from avepoint_pipelines.load.pipeline import run_load
 from avepoint_pipelines.load.run_log import RunCounts
 from avepoint_simulator import Simulator
 
-from .conftest import Loader, config_env
+from .cli_runs import cli
+from .conftest import Loader
 
-
-def _cli(sim: Simulator, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SOURCES__")}
-    env.update(config_env(sim, lookback_minutes="0", max_attempts="2"))
-    where = ["--duckdb-path", str(cwd / "jobs.duckdb"), "--pipelines-dir", str(cwd / "pipelines")]
-    return subprocess.run(
-        [sys.executable, "-m", "avepoint_pipelines.cli", *args, *where],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+#: A failing run in these tests fails after two attempts, not eight.
+RETRIES = {"max_attempts": "2"}
 
 
 def _runs(path: Path) -> list[dict[str, Any]]:
@@ -53,7 +40,7 @@ def _loads(path: Path) -> list[str]:
 def test_load_json_reports_what_was_read_and_what_was_loaded(
     sim: Simulator, tmp_path: Path
 ) -> None:
-    first = _cli(sim, tmp_path, "load", "--json")
+    first = cli(["load", "--json"], sim, tmp_path, settings=RETRIES)
     assert first.returncode == 0, first.stderr
     report = json.loads(first.stdout)
     total = len(sim.world.ground_truth())
@@ -69,7 +56,7 @@ def test_load_json_reports_what_was_read_and_what_was_loaded(
     assert len(running) > 2
     sim.world.add_jobs(7)
     sim.world.finish_running(running[:2])
-    second = _cli(sim, tmp_path, "load", "--json")
+    second = cli(["load", "--json"], sim, tmp_path, settings=RETRIES)
     assert second.returncode == 0, second.stderr
     again = json.loads(second.stdout)
     assert again["jobs_inserted"] == 7
@@ -88,9 +75,9 @@ def test_load_json_reports_what_was_read_and_what_was_loaded(
 
 
 def test_a_run_that_fails_writes_no_row_and_says_so_in_json(sim: Simulator, tmp_path: Path) -> None:
-    assert _cli(sim, tmp_path, "load").returncode == 0
+    assert cli(["load"], sim, tmp_path, settings=RETRIES).returncode == 0
     sim.set_faults(error_rate=1.0)
-    failed = _cli(sim, tmp_path, "load", "--json")
+    failed = cli(["load", "--json"], sim, tmp_path, settings=RETRIES)
     assert failed.returncode == 4, failed.stderr
     report = json.loads(failed.stdout)
     assert report["outcome"] == "failed" and report["exit_code"] == 4
@@ -140,18 +127,23 @@ def test_run_record_round_trips_through_a_row() -> None:
 
 
 def test_alert_reports_a_silent_loader_from_the_run_log(sim: Simulator, tmp_path: Path) -> None:
-    assert _cli(sim, tmp_path, "load").returncode == 0
+    assert cli(["load"], sim, tmp_path, settings=RETRIES).returncode == 0
     with duckdb.connect(str(tmp_path / "jobs.duckdb"), read_only=True) as con:
         (view_rows,) = con.execute("SELECT count(*) FROM avepoint.run_log").fetchone() or (0,)
     assert view_rows == 1
 
-    fresh = _cli(sim, tmp_path, "alert", "--stale-hours", "100000", "--json")
+    fresh = cli(["alert", "--stale-hours", "100000", "--json"], sim, tmp_path, settings=RETRIES)
     assert fresh.returncode == 0, fresh.stdout + fresh.stderr
     (tenant,) = json.loads(fresh.stdout)["runs"]
     assert tenant["stale"] is False and tenant["tenant"] is None
 
     # 0.0001 h = 0.36 s: the run that just ended is older than that once the clock moved on.
-    silent = _cli(sim, tmp_path, "alert", "--stale-hours", "100000", "--run-stale-hours", "0.0001")
+    silent = cli(
+        ["alert", "--stale-hours", "100000", "--run-stale-hours", "0.0001"],
+        sim,
+        tmp_path,
+        settings=RETRIES,
+    )
     assert silent.returncode == 6, silent.stdout + silent.stderr
     assert silent.stdout.startswith("stale: loader: no successful run for ")
 

@@ -14,6 +14,7 @@ import random
 from typing import Any
 
 import pytest
+from avepoint_dynamics.claims import DuplicateClaim
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -110,12 +111,10 @@ def test_any_sequence_of_nights_ends_with_the_table_equal_to_the_api(
             assert_rows_equal(destination.jobs.rows, truth)
 
 
-def test_a_job_served_twice_in_one_run_withdraws_the_claim_of_unique_rows() -> None:
-    # Each window proves its own ids distinct; the claim must hold for the run: a job whose start moved
-    # between two of the run's windows comes in both.
+def _a_job_served_twice_in_one_run(destination: Destination) -> str:
+    """Two runs; in the second, a job whose start moved between two of its windows comes in both."""
     world = make_world(jobs=200, seed=3, running=0)
     state: dict[str, Any] = {}
-    destination = Destination()
     run_once(world, state, destination)
     old = world.ground_truth()[10]
     world.patch_job(old["jobId"], status=2, finishTime=None, durationHours=None)
@@ -130,8 +129,35 @@ def test_a_job_served_twice_in_one_run_withdraws_the_claim_of_unique_rows() -> N
 
     world.add_jobs(5)
     run_once(world, state, destination, serve=serve)
+    return str(old["jobId"])
+
+
+def test_a_job_served_twice_in_one_run_withdraws_the_claim_of_unique_rows() -> None:
+    # Each window proves its own ids distinct; the claim must hold for the run.
+    destination = Destination()
+    job_id = _a_job_served_twice_in_one_run(destination)
 
     assert destination.claims[-1] is False  # the load deduplicates
+    assert destination.jobs.duplicated() == []  # so the job is one row
+    assert job_id in destination.jobs.rows
+
+
+def test_a_wrong_claim_of_unique_rows_leaves_two_rows_of_a_job(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The stand-in destination keeps what a wrong claim leaves, so the tests above can fail.
+
+    The same run with the end-of-run check removed: its claim of unique rows stands, the merge skips
+    its deduplication, and the job is in the table twice (as in DuckDB), which ``rows`` refuses.
+    """
+    monkeypatch.setattr(DuplicateClaim, "final", lambda self: iter(()))
+    destination = Destination()
+    job_id = _a_job_served_twice_in_one_run(destination)
+
+    assert destination.claims[-1] is True
+    assert destination.jobs.duplicated() == [job_id]
+    with pytest.raises(AssertionError, match="keys held twice"):
+        destination.jobs.rows  # noqa: B018  (the property checks)
 
 
 def test_open_jobs_read_again_unchanged_are_not_loaded_again() -> None:

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from avepoint_simulator import Faults, Simulator
 
+from .cli_runs import cli, cli_command, cli_env
 from .conftest import Loader, config_env, credentials_for
 from .expected import api_time, assert_rows_equal
 from .waiting import wait_until
@@ -127,42 +126,26 @@ def test_certificate_sign_in_renews_with_a_fresh_assertion_each_time(
         assert "token 400" not in sim.stats()["requests"]  # no replayed assertion refused
 
 
-def _cli(
-    args: list[str], env: dict[str, str], cwd: Path, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("SOURCES__")}
-    return subprocess.run(
-        [sys.executable, "-m", "avepoint_pipelines.cli", *args],
-        env={**clean, **env},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def _target(cwd: Path) -> list[str]:
-    return ["--duckdb-path", str(cwd / "jobs.duckdb"), "--pipelines-dir", str(cwd / "pipelines")]
-
-
 def test_the_cli_tells_refused_credentials_from_an_unavailable_identity_service(
     tmp_path: Path,
 ) -> None:
     with Simulator(jobs=100, seed=25) as sim:
         env = config_env(sim)
-        wrong = _cli(
-            ["load", *_target(tmp_path)],
-            {**env, "SOURCES__AVEPOINT_DYNAMICS__CREDENTIALS__CLIENT_SECRET": "wrong"},
+        wrong = cli(
+            ["load"],
+            None,
             tmp_path,
+            {**env, "SOURCES__AVEPOINT_DYNAMICS__CREDENTIALS__CLIENT_SECRET": "wrong"},
         )
         assert wrong.returncode == 3, wrong.stderr
         assert sim.stats()["requests"].get("token 400") == 1  # a refusal is not retried
 
         sim.set_faults(token_error_rate=1.0)
-        down = _cli(
-            ["load", *_target(tmp_path)],
-            {**env, "SOURCES__AVEPOINT_DYNAMICS__MAX_ATTEMPTS": "3"},
+        down = cli(
+            ["load"],
+            None,
             tmp_path,
+            {**env, "SOURCES__AVEPOINT_DYNAMICS__MAX_ATTEMPTS": "3"},
         )
         assert down.returncode == 4, down.stderr
         last = down.stderr.strip().splitlines()[-1]
@@ -176,16 +159,8 @@ def test_a_backfill_and_a_scheduled_run_never_interleave(tmp_path: Path) -> None
     with Simulator(jobs=3_000, seed=26, latency_ms=150) as sim:
         env = config_env(sim, lookback_minutes="0", page_size="20", max_concurrency="1")
         backfill = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "avepoint_pipelines.cli",
-                "backfill",
-                "--from",
-                "2000-01-01",
-                *_target(tmp_path),
-            ],
-            env={**{k: v for k, v in os.environ.items() if not k.startswith("SOURCES__")}, **env},
+            cli_command("backfill", "--from", "2000-01-01", cwd=tmp_path),
+            env={**cli_env(), **env},
             cwd=tmp_path,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -199,7 +174,7 @@ def test_a_backfill_and_a_scheduled_run_never_interleave(tmp_path: Path) -> None
             )
             wait_until(lambda: sim.stats()["jobs_requests"] >= 3, "the backfill to read pages")
 
-            load = _cli(["load", *_target(tmp_path)], env, tmp_path)
+            load = cli(["load"], None, tmp_path, env)
 
             assert load.returncode == 75, load.stderr
             last = load.stderr.strip().splitlines()[-1]
@@ -208,7 +183,7 @@ def test_a_backfill_and_a_scheduled_run_never_interleave(tmp_path: Path) -> None
         finally:
             _out, err = backfill.communicate(timeout=300)
         assert backfill.returncode == 0, err
-        again = _cli(["load", *_target(tmp_path)], env, tmp_path)
+        again = cli(["load"], None, tmp_path, env)
         assert again.returncode == 0, again.stderr
         assert_rows_equal(
             Loader(sim, tmp_path, "avepoint_dynamics").rows(), sim.world.ground_truth()
@@ -246,11 +221,11 @@ def test_two_tenants_through_tenant_keep_their_own_pipeline_and_state(tmp_path: 
         }
 
         def load(tenant: str) -> None:
-            done = _cli(["load", "--tenant", tenant, *_target(tmp_path)], envs[tenant], tmp_path)
+            done = cli(["load", "--tenant", tenant], None, tmp_path, envs[tenant])
             assert done.returncode == 0, done.stderr
 
         def state(tenant: str) -> dict[str, Any]:
-            shown = _cli(["state", "--tenant", tenant, *_target(tmp_path)], {}, tmp_path)
+            shown = cli(["state", "--tenant", tenant], None, tmp_path, {})
             assert shown.returncode == 0, shown.stderr
             result: dict[str, Any] = json.loads(shown.stdout)
             return result
@@ -276,7 +251,7 @@ def test_two_tenants_through_tenant_keep_their_own_pipeline_and_state(tmp_path: 
         rows = _rows_by_tenant(contoso, tmp_path)
         assert_rows_equal(rows["contoso"], contoso.world.ground_truth())
 
-        reset = _cli(["reset", "--tenant", "contoso", "--yes", *_target(tmp_path)], {}, tmp_path)
+        reset = cli(["reset", "--tenant", "contoso", "--yes"], None, tmp_path, {})
         assert reset.returncode == 0, reset.stderr
         assert state("contoso")["cursor"] is None
         assert state("fabrikam")["cursor"] is not None  # only the one asked for
@@ -348,7 +323,5 @@ def test_a_job_that_never_ends_is_abandoned_after_the_age_and_said_once(
         assert loader.rows()[stuck["jobId"]]["total_record"] != 987_654
         # the clock, and a page of new jobs unless the clock's answer showed none
         assert sim.stats()["jobs_requests"] <= 2
-        shown = _cli(
-            ["state", *_target(tmp_path), "--pipeline-name", "avepoint_test"], {}, tmp_path
-        )
+        shown = cli(["state", "--pipeline-name", "avepoint_test"], None, tmp_path, {})
         assert json.loads(shown.stdout)["abandoned_jobs"] == 1

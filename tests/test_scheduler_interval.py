@@ -7,9 +7,6 @@ test runs the CLI as a scheduler would, with dlt's ``DLT_INTERVAL_START`` / ``DL
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -22,7 +19,8 @@ from avepoint_simulator import Simulator
 from dlt.common.configuration.container import Container
 from dlt.extract.incremental.context import TimeIntervalContext
 
-from .conftest import Loader, config_env
+from .cli_runs import cli
+from .conftest import Loader
 from .expected import api_time, assert_rows_equal
 
 DAY = datetime(2026, 9, 1, tzinfo=UTC)
@@ -112,35 +110,10 @@ def test_the_configured_range_clips_the_interval_as_dlt_clips_incrementals() -> 
     assert raised.value.key == "initial_start_time"
 
 
-def _cli(sim: Simulator, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SOURCES__", "DLT_INTERVAL", "DLT_A"))
-    }
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "avepoint_pipelines.cli",
-            "load",
-            "--duckdb-path",
-            str(cwd / "jobs.duckdb"),
-            "--pipelines-dir",
-            str(cwd / "pipelines"),
-        ],
-        env={**clean, **config_env(sim, lookback_minutes="0"), **env},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_dlts_interval_env_vars_make_a_load_a_bounded_backfill_of_that_day(
     sim: Simulator, tmp_path: Path
 ) -> None:
-    first = _cli(sim, tmp_path)
+    first = cli(["load"], sim, tmp_path)
     assert first.returncode == 0, first.stderr
     loader = Loader(sim, tmp_path, pipeline_name="avepoint_dynamics")
     cursor = loader.state()["cursor"]
@@ -157,14 +130,15 @@ def test_dlts_interval_env_vars_make_a_load_a_bounded_backfill_of_that_day(
     }
 
     (tmp_path / "ignored").mkdir()
-    ignored = _cli(sim, tmp_path / "ignored", **interval)  # not allowed to join: a scheduled run
+    ignored = cli(
+        ["load"], sim, tmp_path / "ignored", interval
+    )  # not allowed to join: a scheduled run
     assert ignored.returncode == 0, ignored.stderr
     assert "bounded backfill" not in ignored.stderr
     assert Loader(sim, tmp_path / "ignored", pipeline_name="avepoint_dynamics").state()["cursor"]
 
-    joined = _cli(
-        sim, tmp_path, SOURCES__AVEPOINT_DYNAMICS__ALLOW_EXTERNAL_SCHEDULERS="true", **interval
-    )
+    join = {"SOURCES__AVEPOINT_DYNAMICS__ALLOW_EXTERNAL_SCHEDULERS": "true"}
+    joined = cli(["load"], sim, tmp_path, {**join, **interval})
     assert joined.returncode == 0, joined.stderr
     assert "joined the scheduler's interval" in joined.stderr
 
@@ -176,12 +150,14 @@ def test_dlts_interval_env_vars_make_a_load_a_bounded_backfill_of_that_day(
     assert loader.state()["cursor"] == cursor  # the cursor stays
 
     # Leave to join, but no interval: one line naming the key, exit 2, nothing read.
-    none = _cli(sim, tmp_path, SOURCES__AVEPOINT_DYNAMICS__ALLOW_EXTERNAL_SCHEDULERS="true")
+    none = cli(["load"], sim, tmp_path, join)
     assert none.returncode == 2, none.stderr
     (line,) = none.stderr.splitlines()
     assert "allow_external_schedulers" in line and "DLT_INTERVAL_START" in line
 
-    again = _cli(sim, tmp_path, DLT_ALLOW_EXTERNAL_SCHEDULERS="true", **interval)  # dlt's own flag
+    again = cli(
+        ["load"], sim, tmp_path, {"DLT_ALLOW_EXTERNAL_SCHEDULERS": "true", **interval}
+    )  # dlt's own flag
     assert again.returncode == 0, again.stderr
     assert loader.query("SELECT count(*) FROM jobs")[0][0] == len(rows)  # the day once, not twice
     assert json.dumps(loader.state()["cursor"]) == json.dumps(cursor)

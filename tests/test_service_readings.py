@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +17,11 @@ from avepoint_dynamics import check_service
 from avepoint_dynamics.state import service_state
 from avepoint_simulator import Faults, Simulator
 
+from .cli_runs import cli
 from .conftest import Loader, config_env, credentials_for
 from .test_reliability import assert_exact_after_faults
 
 DAY_S = 86_400.0
-
-
-def _check_deep(sim: Simulator, cwd: Path) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("SOURCES__")}
-    return subprocess.run(
-        [sys.executable, "-m", "avepoint_pipelines.cli", "check", "--deep"],
-        env={**clean, **config_env(sim)},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 READINGS: dict[str, tuple[dict[str, Any], list[str]]] = {
@@ -85,7 +71,7 @@ def test_check_deep_tells_how_the_service_reads_its_requests_and_loads_nothing(
 ) -> None:
     faults, says = READINGS[reading]
     with Simulator(jobs=1_500, seed=41, running=3, faults=Faults(**faults)) as sim:
-        shown = _check_deep(sim, tmp_path)
+        shown = cli(["check", "--deep"], None, tmp_path, config_env(sim))
 
         assert shown.returncode == 0, shown.stderr
         for line in says:
@@ -188,17 +174,9 @@ def test_answers_that_contradict_the_findings_warn_and_the_next_run_learns_again
 def test_state_shows_the_findings_with_their_date(tmp_path: Path) -> None:
     with Simulator(jobs=500, seed=46) as sim:
         env = config_env(sim)
-        clean = {k: v for k, v in os.environ.items() if not k.startswith("SOURCES__")}
         target = ["--duckdb-path", str(tmp_path / "jobs.duckdb")]
         for command in (["load", *target], ["state", *target]):
-            done = subprocess.run(
-                [sys.executable, "-m", "avepoint_pipelines.cli", *command],
-                env={**clean, **env},
-                cwd=tmp_path,
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
+            done = cli(command, None, tmp_path, env)
             assert done.returncode == 0, done.stderr
         service = json.loads(done.stdout)["service"]
         assert service["window_selects"] == "start" and service["checked_at"]

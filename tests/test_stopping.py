@@ -8,7 +8,6 @@ side.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -19,21 +18,14 @@ import duckdb
 import pytest
 from avepoint_simulator import Simulator
 
-from .conftest import Loader, config_env
+from .cli_runs import cli, cli_command, cli_env
+from .conftest import Loader
 from .expected import assert_rows_equal
 from .waiting import wait_until
 
 #: The requirement is 5 s; the margin is for a machine running other tests.
 STOP_WITHIN_S = 15.0
 HANG_MS = 60_000
-
-
-def _env(sim: Simulator, *sections: str) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "RUNTIME__"))}
-    env = {**clean, "RUNTIME__DLTHUB_TELEMETRY": "false"}
-    for section in sections or ("avepoint_dynamics",):
-        env.update(config_env(sim, section, lookback_minutes="0"))
-    return env
 
 
 def _stalled_then_stopped(sim: Simulator, process: subprocess.Popen[str], signum: int) -> float:
@@ -55,19 +47,14 @@ def _stalled_then_stopped(sim: Simulator, process: subprocess.Popen[str], signum
         sim.set_faults(latency_ms=0)
 
 
-def _cli(tmp_path: Path, *args: str) -> list[str]:
-    where = ["--duckdb-path", str(tmp_path / "jobs.duckdb")]
-    return [sys.executable, "-m", "avepoint_pipelines.cli", "load", *where, *args]
-
-
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_cli_stops_within_seconds_with_requests_hanging(
     tmp_path: Path, signum: int, code: int
 ) -> None:
     with Simulator(jobs=3_000, seed=21, latency_ms=40) as sim:
         process = subprocess.Popen(
-            _cli(tmp_path, "--page-size", "20", "--max-concurrency", "4", "-q"),
-            env=_env(sim),
+            cli_command("load", "--page-size", "20", "--max-concurrency", "4", "-q", cwd=tmp_path),
+            env=cli_env(sim),
             cwd=tmp_path,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -78,9 +65,7 @@ def test_cli_stops_within_seconds_with_requests_hanging(
         assert took < STOP_WITHIN_S, f"the run took {took:.1f} s to stop"
 
         sim.world.add_jobs(5, running=1)
-        again = subprocess.run(
-            _cli(tmp_path), env=_env(sim), cwd=tmp_path, capture_output=True, text=True, timeout=300
-        )
+        again = cli(["load"], sim, tmp_path)
         assert again.returncode == 0, again.stderr
         loader = Loader(sim, tmp_path, pipeline_name="avepoint_dynamics")
         assert_rows_equal(loader.rows(), sim.world.ground_truth())
@@ -112,7 +97,7 @@ def test_python_api_stops_within_seconds_on_ctrl_c(tmp_path: Path) -> None:
         where = [str(tmp_path / "jobs.duckdb"), str(tmp_path / "pipelines")]
         process = subprocess.Popen(
             [sys.executable, "-c", PYTHON_API, *args, *where],
-            env=_env(sim),
+            env=cli_env(sim),
             cwd=tmp_path,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -130,10 +115,12 @@ def test_python_api_stops_within_seconds_on_ctrl_c(tmp_path: Path) -> None:
 def test_tenants_side_by_side_stop_within_seconds(tmp_path: Path) -> None:
     """Two tenants in threads of one process: SIGTERM reaches the main thread only; both still stop."""
     with Simulator(jobs=3_000, seed=23, latency_ms=40) as sim:
-        env = _env(sim, "avepoint_dynamics_alpha", "avepoint_dynamics_bravo")
+        env = cli_env(sim, "avepoint_dynamics_alpha", "avepoint_dynamics_bravo")
         tenants = ["--tenants", "alpha,bravo", "--parallel", "2"]
         process = subprocess.Popen(
-            _cli(tmp_path, *tenants, "--page-size", "20", "--max-concurrency", "2", "-q"),
+            cli_command(
+                "load", *tenants, "--page-size", "20", "--max-concurrency", "2", "-q", cwd=tmp_path
+            ),
             env=env,
             cwd=tmp_path,
             stdout=subprocess.PIPE,
@@ -144,9 +131,7 @@ def test_tenants_side_by_side_stop_within_seconds(tmp_path: Path) -> None:
         assert process.returncode == 143, process.stderr_text  # type: ignore[attr-defined]
         assert took < STOP_WITHIN_S, f"the tenants took {took:.1f} s to stop"
 
-        again = subprocess.run(
-            _cli(tmp_path, *tenants), env=env, cwd=tmp_path, capture_output=True, text=True
-        )
+        again = cli(["load", *tenants], None, tmp_path, env)
         assert again.returncode == 0, again.stderr
         truth = {job["jobId"] for job in sim.world.ground_truth()}
         with duckdb.connect(str(tmp_path / "jobs.duckdb"), read_only=True) as con:

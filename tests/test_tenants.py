@@ -97,6 +97,7 @@ def test_tenants_load_side_by_side_and_one_failure_spares_the_others(
         assert_rows_equal(_by_tenant(loader)["fabrikam"], fabrikam.world.ground_truth())
 
 
+@pytest.mark.unit
 def test_tenant_names_are_checked_before_anything_runs(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as failure:
         run_tenants(["good", "Bad-Name"], Target(duckdb_path=str(tmp_path / "x.duckdb")))

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import re
 import shutil
-import socket
 import struct
 import subprocess
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -45,7 +42,7 @@ from avepoint_pipelines.cli import main
 from avepoint_pipelines.load.pipeline import Target, make_pipeline, run_load
 from avepoint_simulator import Simulator
 
-from tests.conftest import Loader
+from tests.conftest import Loader, PostgresServer
 
 STALE_AFTER = 26.0
 #: Tolerance between the view's now() and ours, in hours (the query takes milliseconds; allow 36 s).
@@ -410,85 +407,24 @@ def test_tenant_column_is_grouped_on(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------- PostgreSQL
-def _postgres_bin() -> Path | None:
-    found = shutil.which("initdb")
-    if found:
-        return Path(found).parent
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    return candidates[-1].parent if candidates else None
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    """A throwaway PostgreSQL server on loopback (Debian's ``postgresql`` package), for this module."""
-    bindir = _postgres_bin()
-    if bindir is None:
-        pytest.skip(
-            "PostgreSQL is not installed (Debian: apt-get install postgresql); CI installs it"
-        )
-    pytest.importorskip("psycopg2", reason="dlt's postgres extra (psycopg2) is not installed")
-    folder = Path(tempfile.mkdtemp(prefix="avepoint-views-pg-"))
-    # initdb refuses to run as root: run the server as the postgres user then.
-    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if as_user:
-        shutil.chown(folder, "postgres")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    data = folder / "data"
-    subprocess.run(
-        [
-            *as_user,
-            str(bindir / "initdb"),
-            "-D",
-            str(data),
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "--no-sync",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    options = f"-k {folder} -p {port} -h 127.0.0.1 -F"
-    start = [
-        *as_user,
-        str(bindir / "pg_ctl"),
-        "-D",
-        str(data),
-        "-o",
-        options,
-        "-l",
-        str(folder / "log"),
-    ]
-    subprocess.run([*start, "-w", "start"], check=True, capture_output=True)
-    try:
-        # trust authentication: the password is only there because dlt insists on one.
-        yield f"postgresql://postgres:unused@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(
-            [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
-            capture_output=True,
-        )
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 def test_views_match_ground_truth_in_postgres(
-    postgres_url: str,
+    postgres_server: PostgresServer,
     arranged: Arranged,
     truth: Rows,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The same SQL text on PostgreSQL: same rows as the ground truth, through the same run_load."""
-    import psycopg2
+    psycopg2 = pytest.importorskip(
+        "psycopg2", reason="dlt's postgres extra (psycopg2) is not installed"
+    )
+    postgres_url = postgres_server.url
 
     monkeypatch.setenv("DESTINATION__POSTGRES__CREDENTIALS", postgres_url)
     loader = Loader(arranged.sim, tmp_path)
     target = Target(
         destination="postgres",
-        dataset_name="avepoint",
+        dataset_name="views_pg",  # its own: the cluster is the session's
         pipeline_name="views_pg",
         pipelines_dir=str(tmp_path),
     )
@@ -498,7 +434,7 @@ def test_views_match_ground_truth_in_postgres(
     def fetch(view: str) -> Rows:
         with psycopg2.connect(postgres_url) as con, con.cursor() as cursor:
             cursor.execute(f"SET TIME ZONE '{FAR_ZONE}'")
-            cursor.execute(f'SELECT * FROM avepoint."{view}"')
+            cursor.execute(f'SELECT * FROM views_pg."{view}"')
             names = [d[0] for d in cursor.description or ()]
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 

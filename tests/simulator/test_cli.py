@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 
+import pytest
 import requests
 from avepoint_simulator.times import parse_time
 
@@ -54,6 +55,7 @@ def test_cli_serves_and_stops_on_sigterm() -> None:
             process.kill()
 
 
+@pytest.mark.unit
 def test_cli_rejects_bad_settings() -> None:
     from avepoint_simulator.cli import main
 

@@ -24,9 +24,9 @@ import duckdb
 import pytest
 from avepoint_dynamics import ApiError
 from avepoint_dynamics.state import jobs_state, read_state
+from avepoint_pipelines.load import shared_dataset
 from avepoint_pipelines.load.pipeline import Target
 from avepoint_pipelines.load.tenant_runs import TenantResult, run_tenants
-from avepoint_pipelines.load import shared_dataset
 from avepoint_simulator import Simulator
 from dlt.destinations.job_client_impl import SqlJobClientBase
 from dlt.pipeline.pipeline import Pipeline

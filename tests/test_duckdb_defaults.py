@@ -17,7 +17,7 @@ from typing import Any
 import dlt
 import pytest
 from avepoint_dynamics import avepoint_dynamics
-from avepoint_pipelines.load.pipeline import run_load
+from avepoint_pipelines.load.pipeline import make_pipeline, run_load
 from avepoint_simulator import Faults, Simulator
 from dlt.pipeline.exceptions import PipelineStepFailed
 
@@ -25,6 +25,21 @@ from .conftest import Loader, credentials_for
 from .expected import assert_rows_equal
 from .test_readme import duckdb_rows
 from .test_reliability import _declared_unique, assert_exact_after_faults
+
+
+@pytest.fixture(autouse=True)
+def no_active_pipeline() -> None:
+    """As in a fresh process: no pipeline of an earlier test is dlt's active one.
+
+    The source raises the limit when the active pipeline holds a pending package; a pipeline another test
+    left active (and pending) would decide these tests' limits.
+    """
+    from dlt.common.configuration.container import Container
+    from dlt.common.pipeline import PipelineContext
+
+    context = Container()[PipelineContext]
+    if context.is_active():
+        context.deactivate()
 
 
 def plain_run(sim: Simulator, tmp_path: Path, destination: Any) -> Any:
@@ -232,3 +247,28 @@ def test_a_package_that_ran_out_of_duckdb_memory_loads_on_the_next_run(tmp_path:
 
         assert _declared_unique(loader) is True  # this run's own rows were proven unique
         assert_exact_after_faults(sim, loader)
+
+
+def test_run_load_leaves_duckdb_memory_to_the_source(
+    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The CLI's path (run_load, --duckdb-memory-limit auto): 64MB for rows proven unique, as a plain run.
+    monkeypatch.delenv("DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG", raising=False)
+    loader = Loader(sim, tmp_path)
+    loader.load()
+
+    assert _declared_unique(loader) is True
+    assert duckdb_settings(make_pipeline(loader.target())) == ("61.0 MiB", 1)
+    assert_rows_equal(duckdb_rows(loader.duckdb_path), sim.world.ground_truth())
+
+
+def test_run_load_with_the_users_memory_limit_uses_it(
+    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG", raising=False)
+    loader = Loader(sim, tmp_path)
+    target = dataclasses.replace(loader.target(), duckdb_memory_limit="200MB")
+    run_load(loader.source(), target)
+
+    assert duckdb_settings(make_pipeline(target)) == ("190.7 MiB", 1)
+    assert_rows_equal(duckdb_rows(loader.duckdb_path), sim.world.ground_truth())

@@ -160,8 +160,9 @@ LOADING = (
     _flag(
         "--duckdb-memory-limit",
         metavar="SIZE",
-        default="96MB",
-        help="DuckDB memory_limit while loading; 'none' for DuckDB's own (default: 96MB)",
+        default="auto",
+        help="DuckDB memory_limit while loading: 'auto' is 64MB, 96MB for a load that must "
+        "deduplicate (or your global_config); 'none' for DuckDB's own (default: auto)",
     ),
     _flag(
         "--duckdb-threads",

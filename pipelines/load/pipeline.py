@@ -16,7 +16,7 @@ from typing import Any
 
 import dlt
 import pyarrow as pa
-from avepoint_dynamics import AvePointError
+from avepoint_dynamics import DUCKDB_DEDUP_SETTINGS, AvePointError, load_must_deduplicate
 from avepoint_dynamics.dlt_compat import (
     current_load_id,
     extracted_package_dir,
@@ -49,6 +49,10 @@ COLUMNAR_DESTINATIONS = {"duckdb", "filesystem", "motherduck", "bigquery", "snow
 TABLE_FORMATS = {"delta": ("deltalake", "lakehouse")}
 
 
+#: ``Target.duckdb_memory_limit`` / ``--duckdb-memory-limit auto``: the source sets DuckDB's memory.
+AUTO = "auto"
+
+
 @dataclass(frozen=True)
 class Target:
     """Where the jobs go.
@@ -60,11 +64,13 @@ class Target:
         duckdb_path: The DuckDB file, when the destination is DuckDB.
         pipelines_dir: dlt's working folder root (default ``~/.dlt/pipelines``).
         duckdb_memory_limit: DuckDB's ``memory_limit`` while loading (it spills to disk beyond it).
-            DuckDB's default, 80 % of RAM, let a 1,000,000-job merge take ~0.9 GB; 96 MB keeps a
-            run's peak nearly flat as the history grows, and is the source's own default
-            (``avepoint_dynamics.defaults``). Not lower: a merge that must deduplicate needs ~44 MB
-            (``jobs``) to ~60 MB (tenants' ``jobs``) that DuckDB cannot spill, and failed under 40 MB
-            on every retry (docs/performance.md). None: DuckDB's default.
+            ``"auto"`` (default): the source's choice (``avepoint_dynamics.defaults``): 64 MB for a
+            load whose rows are proven unique, 96 MB once the run must deduplicate or finishes a
+            pending package, or your own ``destination.duckdb.credentials.global_config`` if set.
+            DuckDB's default, 80 % of RAM, let a 1,000,000-job merge take ~0.9 GB. Not lower than
+            96 MB for a deduplicating merge: it needs ~44 MB (``jobs``) to ~60 MB (tenants' ``jobs``)
+            that DuckDB cannot spill, and failed under 40 MB on every retry (docs/performance.md).
+            A size such as ``"256MB"``: that, always. None: DuckDB's default.
         duckdb_threads: DuckDB's ``threads`` while loading; 1 halves its working memory, and loads are
             mostly small incremental merges. None: DuckDB's default (one per core).
         staging_dataset_layout: dlt's ``staging_dataset_name_layout``, where merges stage their rows
@@ -81,7 +87,7 @@ class Target:
     pipeline_name: str = DEFAULT_PIPELINE
     duckdb_path: str = DEFAULT_DUCKDB
     pipelines_dir: str | None = None
-    duckdb_memory_limit: str | None = "96MB"
+    duckdb_memory_limit: str | None = AUTO
     duckdb_threads: int | None = 1
     staging_dataset_layout: str | None = None
     table_format: str | None = None
@@ -146,8 +152,16 @@ def make_pipeline(target: Target) -> Pipeline:
         layout["staging_dataset_name_layout"] = target.staging_dataset_layout
     if target.destination == "duckdb":
         credentials = DuckDbCredentials(os.path.abspath(target.duckdb_path))
-        settings = {"memory_limit": target.duckdb_memory_limit, "threads": target.duckdb_threads}
-        credentials.global_config = {key: value for key, value in settings.items() if value}
+        memory = target.duckdb_memory_limit
+        if memory != AUTO or target.duckdb_threads != 1:
+            if (
+                memory == AUTO
+            ):  # a thread count of the user's: the memory a deduplicating merge needs
+                memory = DUCKDB_DEDUP_SETTINGS["memory_limit"]
+            settings = {"memory_limit": memory, "threads": target.duckdb_threads}
+            credentials.global_config = {key: value for key, value in settings.items() if value}
+        # else global_config stays unset: dlt reads it at load time from the value the source keeps
+        # (64 MB, raised to 96 MB once the run must deduplicate) or from the user's own config.
         destination = dlt.destinations.duckdb(credentials=credentials, **layout)
     elif layout:
         # A destination given by name, with this setting on top of its config (the rest from dlt config).
@@ -346,6 +360,7 @@ def finish_pending(pipeline: Pipeline) -> bool:
     if not pipeline.has_pending_data:
         return False
     logger.warning("finishing a load package a previous run left pending")
+    load_must_deduplicate()  # its rows may hold duplicates: the merge's memory (when the source's to set)
     pipeline.normalize()
     retry_schema_races(pipeline, pipeline.load)
     return True

@@ -28,7 +28,7 @@ from dlt.sources import DltResource
 
 from .config_keys import check_section_keys
 from .credentials import AvePointCredentials
-from .defaults import set_duckdb_defaults
+from .defaults import DUCKDB_DEDUP_SETTINGS, load_must_deduplicate, set_duckdb_defaults
 from .errors import (
     ApiError,
     AuthError,
@@ -53,6 +53,7 @@ from .state import ConnectorState, read_state
 from .stopping import RunStopped, stop_all
 
 __all__ = [
+    "DUCKDB_DEDUP_SETTINGS",
     "RUNS_TABLE",
     "ApiError",
     "AuthError",
@@ -72,6 +73,7 @@ __all__ = [
     "check_service",
     "jobs",
     "jobs_setup",
+    "load_must_deduplicate",
     "read_state",
     "stop_all",
 ]

@@ -8,6 +8,9 @@ connector itself writes.
 from __future__ import annotations
 
 import ast
+import importlib
+import importlib.util
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +27,7 @@ from avepoint_dynamics.state import (
     service_state,
     tenant_state_path,
 )
+from avepoint_pipelines import MOVED_MODULES
 
 pytestmark = pytest.mark.unit
 
@@ -249,3 +253,17 @@ def test_the_tenant_state_path_is_where_the_connector_keeps_a_tenants_state() ->
     for key in tenant_state_path("contoso").split("."):
         node = node[key]
     assert node == dict(jobs_state(state, "contoso"))
+
+
+#: Importing Dagster or Airflow starts a process: tests/test_orchestrators.py imports their old paths.
+NOT_ORCHESTRATORS = sorted(
+    old for old in MOVED_MODULES if ".dagster" not in old and ".airflow" not in old
+)
+
+
+@pytest.mark.parametrize("old", NOT_ORCHESTRATORS)
+def test_a_module_path_of_an_earlier_release_imports_the_moved_module(old: str) -> None:
+    sys.modules.pop(old, None)
+    with pytest.warns(DeprecationWarning, match=f"{old} moved to {MOVED_MODULES[old]}"):
+        module = importlib.import_module(old)
+    assert module is importlib.import_module(MOVED_MODULES[old])

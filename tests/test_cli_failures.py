@@ -203,7 +203,7 @@ def test_dates_are_iso_8601_or_refused(
     assert result.returncode == 2
     assert _only_line(result) == (
         f"error: {flag} {value!r} is not an ISO-8601 date or time; "
-        "write it like 2026-11-01 or 2026-11-01T00:00:00Z"
+        "use e.g. 2026-11-01 or 2026-11-01T00:00:00Z"
     )
     assert sim.stats()["jobs_requests"] == 0
     assert not (tmp_path / "j.duckdb").exists()

@@ -69,10 +69,16 @@ def test_a_date_in_config_is_iso_8601_or_refused(
 
     result = cli(["load", "--duckdb-path", str(tmp_path / "j.duckdb")], None, tmp_path, env=env)
 
+    # A date's shape with a month 13: which field is wrong, not only "not ISO-8601".
+    why = (
+        "a valid date or time (month must be in 1..12)"
+        if value == "2026-13-01"
+        else "an ISO-8601 date or time"
+    )
     assert result.returncode == 2
     assert _errors(result) == [
-        f"error: config error in sources.avepoint_dynamics.initial_start_time: {value!r} is not an "
-        "ISO-8601 date or time; use e.g. 2026-11-01 or 2026-11-01T00:00:00Z"
+        f"error: config error in sources.avepoint_dynamics.initial_start_time: {value!r} is not "
+        f"{why}; use e.g. 2026-11-01 or 2026-11-01T00:00:00Z"
     ]
     assert sim.stats()["jobs_requests"] == 0
 

@@ -9,7 +9,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -17,12 +16,14 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from avepoint_dynamics import (
+    USER_TIME_EXAMPLES,
     ConfigError,
     RunRecord,
     avepoint_dynamics,
     check_config_keys,
     check_connection,
     check_service,
+    parse_user_time,
 )
 from avepoint_dynamics.state import JOBS_RESOURCE, read_state, service_state, tenant_state_path
 
@@ -51,11 +52,7 @@ from .source_options import source_args
 logger = logging.getLogger("avepoint_dynamics.cli")
 T = TypeVar("T")
 
-_ISO_8601 = re.compile(
-    r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?",
-    re.IGNORECASE,
-)
-ISO_EXAMPLES = "2026-11-01 or 2026-11-01T00:00:00Z"
+ISO_EXAMPLES = USER_TIME_EXAMPLES
 
 
 def iso_moment(flag: str, text: str) -> datetime:
@@ -67,19 +64,10 @@ def iso_moment(flag: str, text: str) -> datetime:
     Raises:
         UsageError: naming ``flag`` and the accepted form.
     """
-    value = text.strip()
-    if not _ISO_8601.fullmatch(value):
-        raise UsageError(
-            f"{flag} {text!r} is not an ISO-8601 date or time; write it like {ISO_EXAMPLES}"
-        )
-    value = value.replace(",", ".")
-    value = re.sub(r"(\.\d{6})\d+", r"\1", value)  # beyond microseconds: truncated
-    value = re.sub(r"([+-]\d{2})(\d{2})$", r"\1:\2", value)  # +0200 -> +02:00
     try:
-        moment = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+        return parse_user_time(text)  # the source's own parser: a flag and a config key agree
     except ValueError as error:
-        raise UsageError(f"{flag} {text!r} is not a valid date or time ({error})") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        raise UsageError(f"{flag} {error}") from None
 
 
 def _iso(moment: datetime) -> str:

@@ -51,10 +51,12 @@ from .settings import DEFAULT_MAX_CONCURRENCY, DEFAULT_PAGE_SIZE
 from .setup import JobsSetup
 from .state import ConnectorState, read_state
 from .stopping import RunStopped, stop_all
+from .times import USER_TIME_EXAMPLES, parse_user_time
 
 __all__ = [
     "DUCKDB_DEDUP_SETTINGS",
     "RUNS_TABLE",
+    "USER_TIME_EXAMPLES",
     "ApiError",
     "AuthError",
     "AvePointCredentials",
@@ -74,6 +76,7 @@ __all__ = [
     "jobs",
     "jobs_setup",
     "load_must_deduplicate",
+    "parse_user_time",
     "read_state",
     "stop_all",
 ]

@@ -17,7 +17,7 @@ from .settings import (
     OBJECT_TYPES,
     REGIONS,
 )
-from .times import format_api_time, parse_api_time
+from .times import format_api_time, parse_user_time
 
 #: ``end_time = "now"``: a backfill up to the service's time when the run starts (runs end their windows
 #: at the service's time at the latest).
@@ -262,12 +262,9 @@ def _time(key: str, value: Any) -> datetime | None:
         moment = value if value.tzinfo else value.replace(tzinfo=UTC)
         return moment.astimezone(UTC)
     try:
-        return parse_api_time(str(value).strip())
-    except ValueError:
-        raise ConfigError(
-            key,
-            f"{value!r} is not an ISO-8601 date or time; use e.g. 2026-11-01 or 2026-11-01T00:00:00Z",
-        ) from None
+        return parse_user_time(str(value))
+    except ValueError as error:
+        raise ConfigError(key, str(error)) from None
 
 
 def _iso(moment: datetime) -> str:

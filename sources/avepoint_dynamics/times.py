@@ -9,6 +9,7 @@ Digits past the microsecond are cut, never rounded, everywhere.
 from __future__ import annotations
 
 import email.utils
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -33,6 +34,42 @@ def parse_api_time(text: str) -> datetime:
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
+
+
+#: The forms a person may write a date or time in (config keys, CLI flags): ISO-8601's extended form.
+_USER_TIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?",
+    re.IGNORECASE,
+)
+#: Shown when a date or time is refused.
+USER_TIME_EXAMPLES = "2026-11-01 or 2026-11-01T00:00:00Z"
+
+
+def parse_user_time(text: str) -> datetime:
+    """A date or time a person wrote (a config value, a CLI flag), as aware UTC: the one parser for both.
+
+    ISO-8601 only: ``11/01/2026`` is 1 November to some and 11 January to others, so it is refused, not
+    guessed. A date is its midnight; no offset means UTC; digits beyond microseconds are cut.
+
+    Raises:
+        ValueError: ``text`` is not an ISO-8601 date or time (the message says what would be).
+
+    Example:
+        >>> parse_user_time("2026-11-01")
+        datetime.datetime(2026, 11, 1, 0, 0, tzinfo=datetime.timezone.utc)
+    """
+    value = text.strip()
+    if not _USER_TIME.fullmatch(value):
+        raise ValueError(f"{text!r} is not an ISO-8601 date or time; use e.g. {USER_TIME_EXAMPLES}")
+    value = value.replace(",", ".")
+    value = re.sub(r"(\.\d{6})\d+", r"\1", value)  # beyond microseconds: cut
+    value = re.sub(r"([+-]\d{2})(\d{2})$", r"\1:\2", value)  # +0200 -> +02:00
+    try:
+        return parse_api_time(value.upper().replace("Z", "+00:00"))
+    except ValueError as error:  # the shape is right, a field is not (month 13, hour 25)
+        raise ValueError(
+            f"{text!r} is not a valid date or time ({error}); use e.g. {USER_TIME_EXAMPLES}"
+        ) from None
 
 
 #: How every time is typed in Arrow (and so in the destination): UTC, microseconds.

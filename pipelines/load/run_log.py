@@ -59,7 +59,8 @@ class RunCounts:
         if _no_sql(pipeline):
             return
         try:
-            self._before = _count_jobs(pipeline, self.tenant)
+            with pipeline.sql_client() as client:
+                self._before = _count_jobs(client, self.tenant)
         except DatabaseException as error:
             logger.warning("the jobs could not be counted before the load: %s", error)
 
@@ -81,16 +82,22 @@ class RunCounts:
         if _no_sql(pipeline) or self._before is None:
             return None
         load_ids = list(getattr(info, "loads_ids", []) or [])
-        record = _read_run(pipeline, load_ids, self.tenant)
+        # One connection for the three statements: each sql_client() resolves the destination's
+        # configuration and opens the database again (~30 ms for a DuckDB file; issue 23).
+        with pipeline.sql_client() as client:
+            return self._count_and_write(client, load_ids, self._before)
+
+    def _count_and_write(self, client: Any, load_ids: list[str], before: int) -> RunRecord | None:
+        record = _read_run(client, load_ids, self.tenant)
         if record is None or record.load_id is None:
             return None
-        after = _count_jobs(pipeline, self.tenant)
-        record.jobs_inserted = max(0, after - self._before + record.jobs_deleted)
+        after = _count_jobs(client, self.tenant)
+        record.jobs_inserted = max(0, after - before + record.jobs_deleted)
         record.jobs_updated = max(0, record.jobs_yielded - record.jobs_inserted)
         rejected = self.fail_on_rejected and record.jobs_set_aside > 0
         record.outcome = "rejected" if rejected else "ok"
         record.exit_code = EXIT_REJECTED if rejected else EXIT_OK
-        _write_back(pipeline, record)
+        _write_back(client, record)
         self.record = record
         return record
 
@@ -104,51 +111,48 @@ def _tenant_filter(tenant: str | None) -> tuple[str, list[Any]]:
     return (" AND tenant = %s", [tenant]) if tenant else ("", [])
 
 
-def _count_jobs(pipeline: Pipeline, tenant: str | None) -> int:
-    """Rows of ``jobs`` (the tenant's); 0 when the table does not exist yet."""
+def _count_jobs(client: Any, tenant: str | None) -> int:
+    """Rows of ``jobs`` (the tenant's); 0 when the table does not exist yet (``client``: an open one)."""
     condition, args = _tenant_filter(tenant)
-    with pipeline.sql_client() as client:
-        table = client.make_qualified_table_name("jobs")
-        try:
-            rows = client.execute_sql(f"SELECT count(*) FROM {table} WHERE 1 = 1{condition}", *args)
-        except DatabaseUndefinedRelation:
-            return 0
+    table = client.make_qualified_table_name("jobs")
+    try:
+        rows = client.execute_sql(f"SELECT count(*) FROM {table} WHERE 1 = 1{condition}", *args)
+    except DatabaseUndefinedRelation:
+        return 0
     return int(rows[0][0]) if rows else 0
 
 
-def _read_run(pipeline: Pipeline, load_ids: list[str], tenant: str | None) -> RunRecord | None:
+def _read_run(client: Any, load_ids: list[str], tenant: str | None) -> RunRecord | None:
     """This run's row, by its load id (and tenant)."""
     if not load_ids:
         return None
     condition, args = _tenant_filter(tenant)
     marks = ", ".join(["%s"] * len(load_ids))
-    with pipeline.sql_client() as client:
-        table = client.make_qualified_table_name(RUNS_TABLE)
-        try:
-            with client.execute_query(
-                f"SELECT * FROM {table} WHERE load_id IN ({marks}){condition} "
-                "ORDER BY load_id DESC LIMIT 1",
-                *load_ids,
-                *args,
-            ) as cursor:
-                names = [column[0] for column in cursor.description]
-                row = cursor.fetchone()
-        except DatabaseUndefinedRelation:
-            return None
+    table = client.make_qualified_table_name(RUNS_TABLE)
+    try:
+        with client.execute_query(
+            f"SELECT * FROM {table} WHERE load_id IN ({marks}){condition} "
+            "ORDER BY load_id DESC LIMIT 1",
+            *load_ids,
+            *args,
+        ) as cursor:
+            names = [column[0] for column in cursor.description]
+            row = cursor.fetchone()
+    except DatabaseUndefinedRelation:
+        return None
     return RunRecord.from_row(dict(zip(names, row, strict=True))) if row else None
 
 
-def _write_back(pipeline: Pipeline, record: RunRecord) -> None:
+def _write_back(client: Any, record: RunRecord) -> None:
     condition, args = _tenant_filter(record.tenant)
-    with pipeline.sql_client() as client:
-        table = client.make_qualified_table_name(RUNS_TABLE)
-        client.execute_sql(
-            f"UPDATE {table} SET jobs_inserted = %s, jobs_updated = %s, outcome = %s, "
-            f"exit_code = %s WHERE load_id = %s{condition}",
-            record.jobs_inserted,
-            record.jobs_updated,
-            record.outcome,
-            record.exit_code,
-            record.load_id,
-            *args,
-        )
+    table = client.make_qualified_table_name(RUNS_TABLE)
+    client.execute_sql(
+        f"UPDATE {table} SET jobs_inserted = %s, jobs_updated = %s, outcome = %s, "
+        f"exit_code = %s WHERE load_id = %s{condition}",
+        record.jobs_inserted,
+        record.jobs_updated,
+        record.outcome,
+        record.exit_code,
+        record.load_id,
+        *args,
+    )

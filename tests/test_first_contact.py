@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from avepoint_dynamics import run as run_module
+from avepoint_dynamics import learning as learning_module
 from avepoint_dynamics.model import Window
 from avepoint_dynamics.service import ServiceFindings, probe_service
 from avepoint_dynamics.state import service_state
@@ -140,7 +140,7 @@ def test_while_the_reading_is_unknown_loads_read_the_safe_way_and_stay_exact(
         probes.append(findings)
         return findings
 
-    monkeypatch.setattr(run_module, "probe_service", cannot_tell)
+    monkeypatch.setattr(learning_module, "probe_service", cannot_tell)
     switches, api_version = VERSIONS[version]
     faults = Faults(window_selects=reading, **switches)
     with Simulator(**TENANTS["busy"], seed=61, faults=faults) as sim:

@@ -49,6 +49,7 @@ def test_load_json_reports_what_was_read_and_what_was_loaded(
     assert report["jobs_read"] >= total and report["pages"] >= total // 100
     assert report["requests"] >= report["pages"] and report["token_requests"] >= 1
     assert report["cursor_before"] is None and report["cursor_after"] is not None
+    # Learnt side by side with the first run's reading, which then read by start (learning.py).
     assert report["window_reading"] == "start"
 
     # The world moves: 7 new jobs, 2 running jobs finish; every other running job is unchanged.
@@ -65,6 +66,7 @@ def test_load_json_reports_what_was_read_and_what_was_loaded(
     # Read is not loaded: the unchanged running jobs were read again and not loaded.
     assert again["jobs_read"] >= 7 + len(running)
     assert again["cursor_before"] == report["cursor_after"]
+    assert again["window_reading"] == "start"  # what the first run learnt
 
     # One row per run, in the same load as the data: the row names a completed load.
     runs = _runs(tmp_path / "jobs.duckdb")

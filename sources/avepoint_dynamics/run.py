@@ -4,8 +4,9 @@ The order of one run:
 
 1. the state (``incremental``): the state of the run's filters (the last run's is parked when they
    changed), its cursor and followed jobs; the ones followed too long are abandoned;
-2. how the service reads its time window (``service``): kept in the source's state, or learnt now (the
-   first run, after answers contradicted it, and while it is unknown);
+2. how the service reads its time window (``service``): kept in the source's state, or learnt side by side
+   with this run's reading, which then goes the safe way (``learning``: the first run, after answers
+   contradicted it, and while it is unknown);
 3. the followed jobs' ranges (``following``; where the window selects by start, or may), weighed by
    probing their first pages (kept for the read), and the windows of set-aside jobs without a start;
 4. the service's time, from the ``Date`` of its answers (a probe if nothing was asked yet): the new-jobs
@@ -27,7 +28,7 @@ import time
 from collections.abc import Callable, Generator, Iterator, Mapping, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from itertools import chain
 from typing import Any, cast
@@ -48,6 +49,7 @@ from .incremental import (
     selects_within,
     switch_filters,
 )
+from .learning import ServiceLearning
 from .model import JobsPage, PageSource, Window
 from .paging import PagingStats, WindowReader
 from .plan import ReadPlan, plan_reads, plan_rescue
@@ -55,7 +57,7 @@ from .query import JobsQuery
 from .rejected import Bounds, RejectedJob, rejected_table, resolved_rejections_table
 from .rows import JobRows, fingerprint, left_jobs_table
 from .run_log import RUNS_TABLE, RunRecord, runs_table
-from .service import ServiceFindings, probe_service
+from .service import ServiceFindings
 from .service_time import service_now
 from .settings import FINAL_STATUSES, IN_PROGRESS_STATUS
 from .setup import JobsSetup
@@ -97,7 +99,8 @@ class JobsRun:
         self.service_state: MutableMapping[str, Any] = (
             service_state if service_state is not None else {}
         )
-        self.findings: ServiceFindings | None = None
+        #: The findings this run planned with, or learnt (:attr:`ServiceLearning.findings`).
+        self.learning = ServiceLearning(setup.query, self.service_state)
         self.query = setup.query
         self.state = state
         self.on_page = on_page
@@ -106,6 +109,9 @@ class JobsRun:
         self.record = RunRecord(tenant=setup.tenant, backfill=setup.query.is_backfill)
         self.claim = DuplicateClaim()
         self._now = datetime.now(UTC)  # replaced by the service's time before anything is read
+        #: How the run read the window when that is not its plan's (it learnt while reading).
+        self._read_as: str | None = None
+        self._said_learnt = False
 
     def batches(self) -> Iterator[Any]:
         """Arrow tables for ``jobs`` (and ``jobs_rejected``), with their hints; commits the state last.
@@ -128,17 +134,17 @@ class JobsRun:
         stop = scope.enter_context(run_scope())
         pool = scope.enter_context(PagePool(query.max_concurrency, stop))
         client = cast(PageSource, InPool(client, pool))
+        learning = self.learning
         try:
-            self.findings = self._findings(client)
-            if self.findings is not None:
-                # Every request from here on, the probes that weigh the followed ranges included.
-                client.start_exclusive = self.findings.start_bound == "exclusive"
-            selects = self._selects()
+            # The clock probe and the service probe need nothing the reading finds: side by side, their
+            # round trips overlap the first pages (a nightly run's time is mostly round trips).
+            side = scope.enter_context(ThreadPoolExecutor(2, thread_name_prefix="avepoint-side"))
+            learning.begin(client, side, not query.is_backfill and query.initial_start_time is None)
+            # Every request from here on, the probes that weigh the followed ranges included.
+            client.start_exclusive = learning.start_exclusive
+            selects = learning.selects
             reader = WindowReader(client, pool, self.on_page)
-            # The clock probe needs nothing the followed ranges' probes find: side by side, one round
-            # trip less before the reading starts (a nightly run's time is mostly round trips).
-            clock = scope.enter_context(ThreadPoolExecutor(1, thread_name_prefix="avepoint-clock"))
-            now_read = clock.submit(service_now, client, selects, query.status)
+            now_read = side.submit(service_now, client, selects, query.status)
             plan = plan_run(
                 query,
                 start.before,
@@ -149,6 +155,8 @@ class JobsRun:
             self._now = plan.now
             self._say_plan(plan)
             reading = yield from self._read_run(reader, start, plan)
+            if learning.alongside:
+                self._say_learnt(learning.finish())
         except BaseException:
             pool.abandon()
             raise
@@ -164,7 +172,7 @@ class JobsRun:
         _write_back(self.state, committed.stored)
         state, tracker = committed.state, reading.tracker
         self._complete_record(
-            reader, client, tokens, tracker, start.before, state, selects, started
+            reader, client, tokens, tracker, start.before, state, self._read_as or selects, started
         )
         stats = reading.stats
         logger.info(
@@ -191,7 +199,28 @@ class JobsRun:
         tracker = RunTracker(
             start.before, plan.reads.coverage, start.filters_match, query.status_can_be_left
         )
-        yield from self._read(reader, plan.reads, plan.first_pages, tracker)
+        reads, last = plan.reads, plan.reads.seen_last
+        open_read: dict[str, str] | None = {} if last is not None else None
+        if (
+            last is not None
+            and self.learning.alongside
+            and plan.start is None
+            and not plan.follow_ranges
+            and query.status is None
+        ):
+            # The whole history in one window while the service is learnt side by side: the running
+            # jobs are read without a window only if the service's window leaves them out (by finish,
+            # or unknown); by start, by overlap or ignored, that one window returned them already.
+            head = replace(reads, windows=[w for w in reads.windows if w != last])
+            yield from self._read(reader, head, plan.first_pages, tracker, open_read)
+            learnt = self._say_learnt(self.learning.finish())
+            if learnt is not None and learnt.window_selects in ("start", "overlap", "ignored"):
+                self._read_as = learnt.window_selects
+            else:
+                tail = replace(reads, windows=[last])
+                yield from self._read(reader, tail, plan.first_pages, tracker, open_read)
+        else:
+            yield from self._read(reader, reads, plan.first_pages, tracker, open_read)
         missing = tracker.left_jobs()
         if missing and plan.selects != "start" and not query.is_backfill:
             logger.info(
@@ -205,21 +234,11 @@ class JobsRun:
 
     def _say_plan(self, plan: RunPlan) -> None:
         """What the run reads, and what the service's reading of its window costs."""
-        selects, query = plan.selects, self.query
-        if selects == "unknown":
-            self._say_safe_way()
-        if selects == "finish" and query.api_version == "v2":
-            logger.warning(
-                "this service's window selects jobs by finish time, and v2 requests carry "
-                "both bounds (its page requires them): running jobs are in no window, so "
-                "they load once they finish; api_version 'v1' reads them without a window"
-            )
-        if selects == "ignored":
-            logger.warning(
-                "this service ignores the time window (check --deep, %s): every run reads "
-                "the whole history",
-                self.findings.checked_at if self.findings else "?",
-            )
+        selects = plan.selects
+        known = self.learning.findings or self.learning.stored
+        if selects == "unknown" and known is not None and known.window_selects is None:
+            self.learning.say_safe_way(known)
+        self._say_reading(selects)
         earlier = (
             f", and {_count(len(plan.follow_ranges), 'earlier time span')} holding jobs not "
             "finished yet or set aside"
@@ -238,6 +257,33 @@ class JobsRun:
             earlier,
             how,
         )
+
+    def _say_learnt(self, learnt: ServiceFindings | None) -> ServiceFindings | None:
+        """What learning side by side found, said once: the safe way's cost, or its warnings."""
+        if learnt is not None and not self._said_learnt:
+            self._said_learnt = True
+            if learnt.window_selects is None:
+                if not self.learning.said_safe_way:
+                    self.learning.say_safe_way(learnt)
+            else:
+                self._say_reading(learnt.window_selects)
+        return learnt
+
+    def _say_reading(self, selects: str) -> None:
+        """Warnings a reading of the window brings: what a run cannot read, or reads every time."""
+        query = self.query
+        if selects == "finish" and query.api_version == "v2":
+            logger.warning(
+                "this service's window selects jobs by finish time, and v2 requests carry "
+                "both bounds (its page requires them): running jobs are in no window, so "
+                "they load once they finish; api_version 'v1' reads them without a window"
+            )
+        if selects == "ignored":
+            logger.warning(
+                "this service ignores the time window (check --deep, %s): every run reads "
+                "the whole history",
+                self.learning.findings.checked_at if self.learning.findings else "?",
+            )
 
     def _complete_record(
         self,
@@ -271,41 +317,6 @@ class JobsRun:
         record.finished_at = finished
         record.started_at = finished - timedelta(seconds=time.monotonic() - started)
 
-    def _selects(self) -> str:
-        """What the window selects, as the plan reads it: ``unknown`` while the probe could not tell."""
-        findings = self.findings
-        if findings is None:
-            return "start"
-        return findings.window_selects or "unknown"
-
-    def _say_safe_way(self) -> None:
-        """Once a run: the reading is unknown, what the run does instead and what that costs."""
-        findings = self.findings
-        assert findings is not None
-        logger.warning(
-            "how this service's time window selects jobs is unknown (checked %s: %s); %s",
-            findings.checked_at,
-            "; ".join(note for note in findings.notes if note.startswith("time window"))
-            or "could not tell",
-            findings.safe_way(self.query.page_size),
-        )
-
-    def _findings(self, client: PageSource) -> ServiceFindings | None:
-        """How the service reads requests: from the source's state, or learnt now.
-
-        Learnt on the first run, after answers contradicted the findings, and on every run while the
-        window's reading is unknown (a busy tenant may show a finished job tomorrow).
-        """
-        key = f"{self.query.api_version} {self.query.base_url}"
-        findings = ServiceFindings.from_dict(self.service_state.get(key))
-        if findings is None or findings.stale or findings.window_selects is None:
-            logger.info("learning how the jobs API at %s reads its requests", self.query.base_url)
-            findings = probe_service(client)
-            self.service_state[key] = findings.as_dict()
-            for line in findings.lines(safe_way=False):
-                logger.info("  %s", line)
-        return findings
-
     # ------------------------------------------------------------------ reading
     def _read(
         self,
@@ -313,14 +324,20 @@ class JobsRun:
         plan: ReadPlan,
         first_pages: dict[Window, JobsPage],
         tracker: RunTracker,
+        open_read: dict[str, str] | None = None,
     ) -> Iterator[Any]:
+        """Yield the batches of ``plan``'s reads.
+
+        ``open_read``: the fingerprints of the open jobs read so far, shared by the parts of one reading
+        (default: a new one when the plan ends with a read that may return them again).
+        """
         ranges = plan.start_ranges
         rows = JobRows(self.setup.constants, [_bounds(r) for r in ranges] if ranges else None)
         pending: list[dict[str, Any]] = []
         bounds: list[Bounds] = []
         strays = outside = 0
-        #: Fingerprints of the open jobs read so far (only when a later read may return them again).
-        open_read: dict[str, str] | None = {} if plan.seen_last is not None else None
+        if open_read is None and plan.seen_last is not None:
+            open_read = {}
         for item in chain(reader.read_all(plan.windows, first_pages), [None]):
             if item is not None:
                 window, page_jobs = item
@@ -358,25 +375,10 @@ class JobsRun:
             if batch.rejected:
                 yield self._rejected(batch.rejected, tracker)
         if outside or strays:
-            self._contradicted(
+            self.learning.contradicted(
                 f"{outside + strays} jobs came back that started outside the time window asked for "
                 f"({strays} of them outside every window of this run, loaded anyway)"
             )
-
-    def _contradicted(self, what: str) -> None:
-        """The service's answers contradict the findings: say so, and learn again next run."""
-        findings = self.findings
-        checked = findings.checked_at if findings else "never"
-        logger.warning(
-            "%s: that contradicts how this service was found to read its window (checked %s); the "
-            "next run checks again, or run avepoint-dynamics check --deep",
-            what,
-            checked,
-        )
-        if findings is not None:
-            findings.stale = True
-            key = f"{self.query.api_version} {self.query.base_url}"
-            self.service_state[key] = findings.as_dict()
 
     def _changed(self, jobs: list[dict[str, Any]], tracker: RunTracker) -> list[dict[str, Any]]:
         """The jobs of a page minus the open ones read again exactly as they were last loaded.

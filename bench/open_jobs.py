@@ -18,6 +18,14 @@ the full load's wall time, at 0 and 50 ms.
 the probe could not tell (issue 20): every run then reads the safe way (by start, plus every running job
 read without a window) and probes again.
 
+``--apart-hours 24`` spaces the runs as a nightly schedule does (issue 23): before each scheduled run
+the service's clock moves that many hours forward (the simulator's ``clock_offset_s``, so every time the
+connector sees, the ``Date`` header included, is a day later), and the new jobs start spread over the
+last ``--spread-hours`` (default 8: a night's backups), some of them still running. The default, 0, runs
+them back to back, the new jobs all arriving in the last milliseconds: the new-jobs window's lookback
+(10 minutes before the cursor) then re-reads the previous run's new jobs, which a nightly run a day later
+does not.
+
 Run: ``scripts/bench-open-jobs``, i.e. ``python -m bench.open_jobs`` (results in
 bench/results/open_jobs.{json,md}); ``--jobs``, ``--running``, ``--latencies`` to change the case. The
 simulator, the child processes and the row counts are the main benchmark's (``bench.harness``,
@@ -73,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         "jobs": args.jobs,
         "running": args.running,
         "new_share": args.new_share,
+        "apart_hours": args.apart_hours,
+        "spread_hours": args.spread_hours if args.apart_hours else None,
     }
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -109,12 +119,18 @@ def _scenario(
         sim.set_latency(latency_ms)
         runs: dict[str, dict[str, Any]] = {}
         runs["full"] = _run(sim, spec, env, workdir / "full", args)
+        next_night = _Schedule(sim, args.apart_hours)
+        next_night()
         runs["idle"] = _run(sim, spec, env, workdir / "idle", args)
-        add = max(1, math.ceil(args.jobs * args.new_share))
-        sim.control("POST", "jobs", {"add": add, "running": 3})
+        add: dict[str, Any] = {"add": max(1, math.ceil(args.jobs * args.new_share)), "running": 3}
+        if args.apart_hours:
+            add["spread_hours"] = min(args.spread_hours, args.apart_hours)
+        next_night()
+        sim.control("POST", "jobs", add)
         runs["new_wave_running"] = _run(sim, spec, env, workdir / "new_running", args)
+        next_night()
         wave = sim.control("POST", "jobs", {"finish_running": True}).get("finished", [])
-        sim.control("POST", "jobs", {"add": add, "running": 3})
+        sim.control("POST", "jobs", add)
         runs["new_wave_finished"] = _run(sim, spec, env, workdir / "new_finished", args)
         runs["new_wave_finished"]["wave_final_in_duckdb"] = _all_final(spec, wave)
     finally:
@@ -140,6 +156,20 @@ def _scenario(
         "incremental_ok": incremental_ok,
         "exact": exact,
     }
+
+
+class _Schedule:
+    """Moves the service's clock ``apart_hours`` forward at each call (nothing when 0)."""
+
+    def __init__(self, sim: SimulatorProcess, apart_hours: float) -> None:
+        self.sim = sim
+        self.step_s = apart_hours * 3600
+        self.offset_s = 0.0
+
+    def __call__(self) -> None:
+        if self.step_s:
+            self.offset_s += self.step_s
+            self.sim.control("POST", "faults", {"clock_offset_s": self.offset_s})
 
 
 def _run(
@@ -186,7 +216,13 @@ def _markdown(meta: dict[str, Any], scenarios: list[dict[str, Any]]) -> str:
         f"`{meta['command']}` at {meta['git_commit']}, {meta['date']}: {meta['jobs']:,} jobs, "
         f"the newest {meta['running']:,} in progress; each run in a process of its own, page size "
         "100, 8 in flight. Requests are the jobs API's, counted by the simulator; shares are of the "
-        "full load's wall time at the same latency, in the same run.",
+        "full load's wall time at the same latency, in the same run. "
+        + (
+            f"The scheduled runs {meta['apart_hours']:g} hours apart on the service's clock, the new "
+            f"jobs spread over its last {meta['spread_hours']:g} hours."
+            if meta.get("apart_hours")
+            else "The scheduled runs back to back, the new jobs arriving in the last milliseconds."
+        ),
         "",
         "| latency | reading | run | requests | wall | share of full | rows = API's |",
         "|---|---|---|---:|---:|---:|---|",
@@ -230,6 +266,18 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         choices=("known", "unknown"),
         default=["known"],
         help="the window's reading as the probe finds it: known (learnt), unknown (the safe way)",
+    )
+    parser.add_argument(
+        "--apart-hours",
+        type=float,
+        default=0.0,
+        help="move the service's clock this far forward before each scheduled run (24: nightly)",
+    )
+    parser.add_argument(
+        "--spread-hours",
+        type=float,
+        default=8.0,
+        help="with --apart-hours: the new jobs start over the service's last this many hours",
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--max-minutes", type=float, default=20.0)

@@ -442,8 +442,12 @@ class Handler(BaseHTTPRequestHandler):
         if payload.get("purge"):
             out["purged"] = world.purge_oldest(int(payload["purge"]))
         if payload.get("add"):
+            spread = payload.get("spread_hours")
             out["added"] = world.add_jobs(
-                int(payload["add"]), int(payload.get("running", 0)), payload.get("organization_id")
+                int(payload["add"]),
+                int(payload.get("running", 0)),
+                payload.get("organization_id"),
+                float(spread) if spread is not None else None,
             )
         out["total"] = world.total()
         return out

@@ -130,6 +130,28 @@ def test_ground_truth_over_http(fresh_client: SimClient, fresh_sim: Simulator) -
     assert purged["purged"] == 3 and purged["total"] == 500
 
 
+def test_a_night_later_over_http(fresh_client: SimClient, fresh_sim: Simulator) -> None:
+    """The bench's nightly schedule: the service's clock a day ahead, a night of jobs added over HTTP."""
+    newest = parse_time(fresh_sim.world.ground_truth()[-1]["startTime"])
+    moved = fresh_client.request("POST", "/_simulator/faults", json={"clock_offset_s": 86_400})
+    assert moved.json()["clock_offset_s"] == 86_400
+
+    night = fresh_client.request(
+        "POST", "/_simulator/jobs", json={"add": 40, "running": 1, "spread_hours": 8}
+    ).json()["added"]
+
+    hour = 3600 * 10**7
+    starts = [parse_time(j["startTime"]) for j in night]
+    assert len(night) == 40 and starts == sorted(starts) and newest < starts[0]
+    assert starts[-1] - starts[0] > 6 * hour  # over the night, not the last milliseconds
+    assert starts[-1] > now_ticks() + 23 * hour  # on the service's clock, a day ahead of ours
+    assert night[-1]["status"] == 2 and night[-1]["finishTime"] is None
+    with pytest.raises(Exception, match="spread_hours"):
+        fresh_sim.world.add_jobs(1, spread_hours=-1)
+    refused = fresh_client.request("POST", "/_simulator/jobs", json={"add": 1, "spread_hours": 0})
+    assert refused.status_code == 400 and "spread_hours" in refused.json()["error"]
+
+
 def test_paging_is_exhaustive_while_world_is_still(
     fresh_client: SimClient, fresh_sim: Simulator
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -64,6 +65,54 @@ def test_a_dear_span_is_split_at_its_widest_gap_until_parts_pay() -> None:
     covered = [s for s in [*wave, *stray] if any(r.contains(s) for r in ranges)]
     assert len(covered) == len(wave) + len(stray)
     assert sum(1 for r in ranges if r.start is not None and r.start >= at(86_400)) == 3
+
+
+def _history(*busy: tuple[float, float, int]) -> Any:
+    """``cost_of`` over a history: jobs spread evenly in each (start s, end s, jobs) stretch, 100 a page."""
+
+    def jobs_in(span: Window) -> float:
+        assert span.start is not None and span.end is not None
+        low, high = (span.start - T0).total_seconds(), (span.end - T0).total_seconds()
+        held = 0.0
+        for start, end, jobs in busy:
+            overlap = max(0.0, min(high, end) - max(low, start))
+            held += jobs * overlap / (end - start)
+        return held
+
+    probed: list[Window] = []
+
+    def cost_of(spans: list[Window]) -> list[int | None]:
+        probed.extend(spans)
+        return [max(1, math.ceil(jobs_in(span) / 100)) for span in spans]
+
+    return cost_of, probed
+
+
+def test_a_span_that_pays_but_holds_a_busy_day_between_its_jobs_is_read_in_two_parts() -> None:
+    # Last week's wave (2,000 jobs, all followed) and last night's 12 still running, with a busy day
+    # of 1,000 jobs between: one span is 30 pages, the wave and the night's last hour 20 + 1.
+    wave = [at(2 * i) for i in range(2_000)]
+    night = [at(200_000 + i * 60) for i in range(12)]
+    cost_of, probed = _history((0, 4_000, 2_000), (4_000, 200_000, 900), (200_000, 203_600, 100))
+
+    ranges = plan_follow([*wave, *night], limit=at(210_000), cost_of=cost_of)
+
+    assert ranges == [Window(at(0), at(3_999)), Window(at(200_000), at(200_000 + 11 * 60 + 1))]
+    assert len(probed) == 3  # the span, then its two parts
+    assert sum(cost_of(ranges)) == 20 + 1  # against 30 for the span
+
+
+def test_a_second_look_that_finds_nothing_to_save_keeps_the_span() -> None:
+    # Nothing between the wave and the night: the parts (2,001 and 101 jobs: 21 + 2 pages) cost no less
+    # than what is left of the span (2,102 jobs: 22 pages, its first already read).
+    wave = [at(2 * i) for i in range(2_000)]
+    night = [at(200_000 + i * 60) for i in range(12)]
+    cost_of, probed = _history((0, 3_999, 2_001), (200_000, 200_661, 101))
+
+    ranges = plan_follow([*wave, *night], limit=at(210_000), cost_of=cost_of)
+
+    assert ranges == [Window(at(0), at(200_000 + 11 * 60 + 1))]
+    assert len(probed) == 3  # what the look cost: the parts' two probes
 
 
 def test_few_followed_jobs_are_read_one_window_each_without_a_probe() -> None:

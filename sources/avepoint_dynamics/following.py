@@ -5,6 +5,9 @@ costs one request per status selection, while the span of a cluster of followed 
 per page of *all* the jobs in it. A nightly wave of 2,000 jobs still running in the last hours is 20 pages
 as one span, against 2,000 requests one by one. The total of a span is learnt by asking for its first
 page; the planner splits a cluster at its widest gap while its span costs more than its jobs one by one.
+A span that pays but whose widest gap is most of its time (last week's wave and last night's stragglers,
+with a busy day between them) gets a second look: its two parts are probed too, and read instead when they
+cost less than the span (the two probes are the price of a look that finds nothing to save).
 
 Example: followed jobs at 01:00:00, 01:00:30, 01:01:10 and 09:00:00 become, after one probe of
 ``[01:00:00, 09:00:01)`` (say 4,000 jobs: 40 pages, dearer than 4 windows) and a split at the widest gap,
@@ -86,7 +89,25 @@ def plan_follow(
             one_by_one = len(cluster) * reads_per_window
             # The probe's first page(s) are already paid for: only what is left of the span counts.
             if cost is not None and cost - reads_per_window <= one_by_one:
-                chosen.append(span)
+                parts: list[list[Window]] = []
+                if _worth_a_second_look(cluster, cost, reads_per_window):
+                    parts = _split_at_widest_gap(cluster)
+                    probed = [part for part in parts if len(part) >= MIN_CLUSTER]
+                    if probes + len(probed) > max_probes:
+                        parts = []
+                    else:
+                        parts_cost: dict[int, int | None] = {}
+                        if probed:
+                            costs_of_parts = cost_of([_span(part) for part in probed])
+                            probes += len(probed)
+                            parts_cost = {
+                                id(part): part_cost
+                                for part, part_cost in zip(probed, costs_of_parts, strict=True)
+                            }
+                        parts = _cheaper_parts(parts, parts_cost, cost, reads_per_window)
+                chosen.extend(window for part in parts for window in part)
+                if not parts:
+                    chosen.append(span)
                 continue
             if cost is None:  # no total to weigh: never probe again
                 max_probes = probes
@@ -97,6 +118,44 @@ def plan_follow(
                     following.append(part)
         frontier = following
     return sorted(chosen, key=lambda window: window.start or _EARLIEST)
+
+
+def _worth_a_second_look(cluster: list[Window], cost: int, reads_per_window: int) -> bool:
+    """A span worth probing in two parts: several pages, and a widest gap that is most of its time."""
+    if len(cluster) < 2 or cost < 4 * reads_per_window:
+        return False
+    first, last = cluster[0].start, cluster[-1].end
+    if first is None or last is None:
+        return False
+    gaps = [
+        b.start - a.end for a, b in pairwise(cluster) if b.start is not None and a.end is not None
+    ]
+    return bool(gaps) and max(gaps) * 2 >= last - first
+
+
+def _cheaper_parts(
+    parts: list[list[Window]],
+    parts_cost: dict[int, int | None],
+    span_cost: int,
+    reads_per_window: int,
+) -> list[list[Window]]:
+    """The parts' ranges if reading them costs less than what is left of the span; else ``[]``.
+
+    Every probe is paid by now: a part is read as its span (minus its probe's page) or one window
+    per followed job, whichever is less; the span would cost what is left after its probe's page.
+    """
+    ranges: list[list[Window]] = []
+    left = 0
+    for part in parts:
+        one_by_one = len(part) * reads_per_window
+        cost = parts_cost.get(id(part))
+        if cost is not None and cost - reads_per_window <= one_by_one:
+            ranges.append([_span(part)])
+            left += cost - reads_per_window
+        else:
+            ranges.append(part)
+            left += one_by_one
+    return ranges if left < span_cost - reads_per_window else []
 
 
 def _span(cluster: list[Window]) -> Window:

@@ -89,15 +89,21 @@ def _history(*busy: tuple[float, float, int]) -> Any:
 
 
 def test_a_span_that_pays_but_holds_a_busy_day_between_its_jobs_is_read_in_two_parts() -> None:
-    # Last week's wave (2,000 jobs, all followed) and last night's 12 still running, with a busy day
-    # of 1,000 jobs between: one span is 30 pages, the wave and the night's last hour 20 + 1.
-    wave = [at(2 * i) for i in range(2_000)]
-    night = [at(200_000 + i * 60) for i in range(12)]
-    cost_of, probed = _history((0, 4_000, 2_000), (4_000, 200_000, 900), (200_000, 203_600, 100))
+    # A wave of 2,000 jobs still running, spread over 3.5 days, and last night's 12, with nearly two
+    # days of 900 finished jobs between (a third of the span's time): one span is 30 pages, the wave
+    # and the night's last hour 20 + 1.
+    wave = [at(150 * i) for i in range(2_000)]
+    night = [at(464_000 + i * 60) for i in range(12)]
+    cost_of, probed = _history(
+        (0, 300_000, 2_000), (300_000, 464_000, 900), (464_000, 467_600, 100)
+    )
 
-    ranges = plan_follow([*wave, *night], limit=at(210_000), cost_of=cost_of)
+    ranges = plan_follow([*wave, *night], limit=at(470_000), cost_of=cost_of)
 
-    assert ranges == [Window(at(0), at(3_999)), Window(at(200_000), at(200_000 + 11 * 60 + 1))]
+    assert ranges == [
+        Window(at(0), at(299_851)),
+        Window(at(464_000), at(464_000 + 11 * 60 + 1)),
+    ]
     assert len(probed) == 3  # the span, then its two parts
     assert sum(cost_of(ranges)) == 20 + 1  # against 30 for the span
 

@@ -5,8 +5,8 @@ costs one request per status selection, while the span of a cluster of followed 
 per page of *all* the jobs in it. A nightly wave of 2,000 jobs still running in the last hours is 20 pages
 as one span, against 2,000 requests one by one. The total of a span is learnt by asking for its first
 page; the planner splits a cluster at its widest gap while its span costs more than its jobs one by one.
-A span that pays but whose widest gap is most of its time (last week's wave and last night's stragglers,
-with a busy day between them) gets a second look: its two parts are probed too, and read instead when they
+A span that pays but whose widest gap is a quarter of its time or more (last week's wave and last night's
+stragglers, with a busy day between them) gets a second look: its two parts are probed too, and read instead when they
 cost less than the span (the two probes are the price of a look that finds nothing to save).
 
 Example: followed jobs at 01:00:00, 01:00:30, 01:01:10 and 09:00:00 become, after one probe of
@@ -121,7 +121,7 @@ def plan_follow(
 
 
 def _worth_a_second_look(cluster: list[Window], cost: int, reads_per_window: int) -> bool:
-    """A span worth probing in two parts: several pages, and a widest gap that is most of its time."""
+    """A span worth probing in two parts: several pages, and a widest gap of a quarter of its time or more."""
     if len(cluster) < 2 or cost < 4 * reads_per_window:
         return False
     first, last = cluster[0].start, cluster[-1].end
@@ -130,7 +130,7 @@ def _worth_a_second_look(cluster: list[Window], cost: int, reads_per_window: int
     gaps = [
         b.start - a.end for a, b in pairwise(cluster) if b.start is not None and a.end is not None
     ]
-    return bool(gaps) and max(gaps) * 2 >= last - first
+    return bool(gaps) and max(gaps) * 4 >= last - first
 
 
 def _cheaper_parts(

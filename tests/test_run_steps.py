@@ -16,14 +16,14 @@ from avepoint_dynamics.incremental import OTHER_FILTERS, FollowState, RunTracker
 from avepoint_dynamics.model import JobsPage, Window
 from avepoint_dynamics.paging import PagingStats
 from avepoint_dynamics.query import JobsQuery, build_query
-from avepoint_dynamics.run import (
+from avepoint_dynamics.steps import (
     Reading,
     RunPlan,
     RunStart,
-    _write_back,
     commit_run,
     plan_run,
     start_run,
+    write_back,
 )
 from avepoint_dynamics.times import format_api_time
 
@@ -204,6 +204,6 @@ def test_write_back_makes_the_resource_state_the_committed_one() -> None:
     target: dict[str, Any] = {"cursor": "old", "gone": 1, "tenants": {"a": {}}}
     stored = {"cursor": "new", "tenants": {"a": {}}, "filters": {}}
 
-    _write_back(target, stored)
+    write_back(target, stored)
 
     assert target == stored

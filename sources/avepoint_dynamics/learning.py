@@ -139,13 +139,15 @@ class ServiceLearning:
     def contradicted(self, what: str) -> None:
         """The service's answers contradict the findings: say so, and learn again next run."""
         findings = self.findings
-        checked = findings.checked_at if findings else "never"
+        if findings is None:  # learning now: nothing was found yet that this could contradict
+            logger.warning("%s (how this service reads its window is being learnt now)", what)
+            return
+        checked = findings.checked_at
         logger.warning(
             "%s: that contradicts how this service was found to read its window (checked %s); the "
             "next run checks again, or run avepoint-dynamics check --deep",
             what,
             checked,
         )
-        if findings is not None:
-            findings.stale = True
-            self.service_state[self.key] = findings.as_dict()
+        findings.stale = True
+        self.service_state[self.key] = findings.as_dict()

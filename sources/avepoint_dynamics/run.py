@@ -135,7 +135,9 @@ class JobsRun:
             # The clock probe and the service probe need nothing the reading finds: side by side, their
             # round trips overlap the first pages (a nightly run's time is mostly round trips).
             side = scope.enter_context(ThreadPoolExecutor(2, thread_name_prefix="avepoint-side"))
-            learning.begin(client, side, not query.is_backfill and query.initial_start_time is None)
+            alongside = not query.is_backfill and query.initial_start_time is None
+            if not alongside:
+                learning.begin(client, side, alongside=False)  # the plan needs the findings
             # Every request from here on, the probes that weigh the followed ranges included.
             client.start_exclusive = learning.start_exclusive
             selects = learning.selects
@@ -149,6 +151,9 @@ class JobsRun:
                 now_read.result,
             )
             self._now = plan.now
+            # After the plan's requests (on a first run, the clock's alone: a service that refuses
+            # the run does it once, not once per thread), side by side with the reading's.
+            learning.begin(client, side)
             self._say_plan(plan)
             reading = yield from self._read_run(reader, start, plan)
             if learning.alongside:
@@ -207,13 +212,19 @@ class JobsRun:
             # The whole history in one window while the service is learnt side by side: the running
             # jobs are read without a window only if the service's window leaves them out (by finish,
             # or unknown); by start, by overlap or ignored, that one window returned them already.
-            head = replace(reads, windows=[w for w in reads.windows if w != last])
+            # Every job that one window returns started before its end, whatever the reading: its
+            # range bounds the rows (a job set aside for its start is looked for there next run).
+            head = replace(
+                reads,
+                windows=[w for w in reads.windows if w != last],
+                start_ranges=[Window(plan.start, plan.end)],
+            )
             yield from self._read(reader, head, plan.first_pages, tracker, open_read)
             learnt = self._say_learnt(self.learning.finish())
             if learnt is not None and learnt.window_selects in ("start", "overlap", "ignored"):
                 self._read_as = learnt.window_selects
             else:
-                tail = replace(reads, windows=[last])
+                tail = replace(reads, windows=[last], start_ranges=None)
                 yield from self._read(reader, tail, plan.first_pages, tracker, open_read)
         else:
             yield from self._read(reader, reads, plan.first_pages, tracker, open_read)

@@ -91,20 +91,10 @@ def plan_follow(
             if cost is not None and cost - reads_per_window <= one_by_one:
                 parts: list[list[Window]] = []
                 if _worth_a_second_look(cluster, cost, reads_per_window):
-                    parts = _split_at_widest_gap(cluster)
-                    probed = [part for part in parts if len(part) >= MIN_CLUSTER]
-                    if probes + len(probed) > max_probes:
-                        parts = []
-                    else:
-                        parts_cost: dict[int, int | None] = {}
-                        if probed:
-                            costs_of_parts = cost_of([_span(part) for part in probed])
-                            probes += len(probed)
-                            parts_cost = {
-                                id(part): part_cost
-                                for part, part_cost in zip(probed, costs_of_parts, strict=True)
-                            }
-                        parts = _cheaper_parts(parts, parts_cost, cost, reads_per_window)
+                    parts, spent = _second_look(
+                        cluster, cost, reads_per_window, cost_of, max_probes - probes
+                    )
+                    probes += spent
                 chosen.extend(window for part in parts for window in part)
                 if not parts:
                     chosen.append(span)
@@ -133,29 +123,36 @@ def _worth_a_second_look(cluster: list[Window], cost: int, reads_per_window: int
     return bool(gaps) and max(gaps) * 4 >= last - first
 
 
-def _cheaper_parts(
-    parts: list[list[Window]],
-    parts_cost: dict[int, int | None],
+def _second_look(
+    cluster: list[Window],
     span_cost: int,
     reads_per_window: int,
-) -> list[list[Window]]:
-    """The parts' ranges if reading them costs less than what is left of the span; else ``[]``.
+    cost_of: Callable[[list[Window]], list[int | None]],
+    probes_left: int,
+) -> tuple[list[list[Window]], int]:
+    """The ranges of the cluster's two parts if they cost less than what is left of its span.
 
-    Every probe is paid by now: a part is read as its span (minus its probe's page) or one window
-    per followed job, whichever is less; the span would cost what is left after its probe's page.
+    Returns the parts' ranges (``[]``: keep the span) and the probes spent. Every probe is paid by the
+    time of the choice: a part is read as its span (minus its probe's page) or one window per followed
+    job, whichever is less; the span would cost what is left after its own probe's page.
     """
+    parts = _split_at_widest_gap(cluster)
+    probed = [part for part in parts if len(part) >= MIN_CLUSTER]
+    if len(probed) > probes_left:
+        return [], 0
+    found = iter(cost_of([_span(part) for part in probed]) if probed else [])
     ranges: list[list[Window]] = []
     left = 0
     for part in parts:
         one_by_one = len(part) * reads_per_window
-        cost = parts_cost.get(id(part))
+        cost = next(found) if len(part) >= MIN_CLUSTER else None
         if cost is not None and cost - reads_per_window <= one_by_one:
             ranges.append([_span(part)])
             left += cost - reads_per_window
         else:
             ranges.append(part)
             left += one_by_one
-    return ranges if left < span_cost - reads_per_window else []
+    return (ranges if left < span_cost - reads_per_window else []), len(probed)
 
 
 def _span(cluster: list[Window]) -> Window:

@@ -7,9 +7,10 @@ with its own reading (issue 23: learning must not cost the first load its speed)
 the safe way meanwhile (``plan``: by start time, plus every running job read without a window), which is
 exact whatever the probe then finds. What it finds is stored at the end of the run, for the next one.
 
-The cost, against learning first and reading after: the running jobs' pages on the run that learns (one
-request on a quiet tenant, ``running / page size`` on a busy one), where the probe's round trips, one
-after another, cost the first load ~15 round trips of wall time (0.8 s at 50 ms a request).
+The cost, against learning first and reading after: on a first load over the whole history, nothing
+unless the probe finds the window leaves running jobs out (by finish, or unknown: then their pages, one
+request per page size of them; ``run``); on the other runs that learn, the running jobs' pages. Learning
+first cost the first load ~15 round trips of wall time (0.8 s at 50 ms a request).
 """
 
 from __future__ import annotations

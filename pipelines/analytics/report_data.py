@@ -150,14 +150,7 @@ def read_report_data(
     Raises:
         ReportError: The file or the views are missing, or an argument is out of range.
     """
-    if stale_after_hours is not None and not (
-        math.isfinite(stale_after_hours) and stale_after_hours > 0
-    ):
-        raise ReportError(f"--stale-hours must be a positive number, not {stale_after_hours}")
-    if days < 1:
-        raise ReportError(f"--days must be at least 1, not {days}")
-    if max_failures < 0:
-        raise ReportError(f"max_failures must be 0 or more, not {max_failures}")
+    _check_arguments(stale_after_hours, days, max_failures)
     path = Path(duckdb_path)
     if not path.is_file():
         raise ReportError(
@@ -172,59 +165,92 @@ def read_report_data(
             generated_at=datetime.now(UTC),
             stale_after_hours=stale_after_hours or DEFAULT_STALE_AFTER_HOURS,
         )
-        counts = ", ".join(f"SUM({name})" for name in OUTCOMES)
-        daily = views.query(
-            f"SELECT day, {counts} FROM {{job_outcomes_daily}} "
-            f"WHERE day > (SELECT MAX(day) FROM {{job_outcomes_daily}}) - {int(days)} "
-            "GROUP BY day ORDER BY day"
-        )
-        data.days = _every_day(daily)
-        total_row = views.query(f"SELECT {counts} FROM {{job_outcomes_daily}}")[0]
-        data.totals = {
-            name: int(value or 0) for name, value in zip(OUTCOMES, total_row, strict=True)
-        }
-
-        org = views.organization_label
-        data.durations = [
-            Duration(str(row[0]), str(row[1]), int(row[2]), *map(float, row[3:]))
-            for row in views.query(
-                f"SELECT {org('job_duration_percentiles')}, COALESCE(type_name, 'no type'), jobs, "
-                "p50_hours, p90_hours, p95_hours, max_hours FROM {job_duration_percentiles} "
-                "ORDER BY 1, type"
-            )
-        ]
-        freshness = views.query(
-            f"SELECT {org('backup_freshness')}, last_successful_backup_at, hours_since_success, "
-            "last_success_had_exceptions, stale, stale_after_hours FROM {backup_freshness} "
-            "ORDER BY 1"
-        )
-        if stale_after_hours is None and freshness:
-            data.stale_after_hours = float(freshness[0][5])
-        data.freshness = [
-            Freshness(
-                organization=str(label),
-                last_success=last,
-                hours_since=hours,
-                had_exceptions=had_exceptions,
-                # An explicit threshold overrides the one written into the view.
-                stale=bool(stale)
-                if stale_after_hours is None
-                else hours is None or hours > stale_after_hours,
-            )
-            for label, last, hours, had_exceptions, stale, _ in freshness
-        ]
-        data.failures = [
-            Failure(*row)
-            for row in views.query(
-                f"SELECT job_id, start_time, {org('job_failures')}, COALESCE(type_name, ''), "
-                "COALESCE(status_name, ''), failed_entity, failed_record, warning_record, "
-                "duration_hours FROM {job_failures} "
-                f"ORDER BY start_time DESC, job_id DESC LIMIT {int(max_failures)}"
-            )
-        ]
-        data.failures_total = int(views.query("SELECT COUNT(*) FROM {job_failures}")[0][0])
+        data.days, data.totals = _outcomes(views, days)
+        data.durations = _durations(views)
+        data.freshness, shown_threshold = _freshness(views, stale_after_hours)
+        if shown_threshold is not None:
+            data.stale_after_hours = shown_threshold
+        data.failures, data.failures_total = _failures(views, max_failures)
         data.last_run_at, data.runs = _run_log(con, dataset)
     return data
+
+
+def _check_arguments(stale_after_hours: float | None, days: int, max_failures: int) -> None:
+    if stale_after_hours is not None and not (
+        math.isfinite(stale_after_hours) and stale_after_hours > 0
+    ):
+        raise ReportError(f"--stale-hours must be a positive number, not {stale_after_hours}")
+    if days < 1:
+        raise ReportError(f"--days must be at least 1, not {days}")
+    if max_failures < 0:
+        raise ReportError(f"max_failures must be 0 or more, not {max_failures}")
+
+
+def _outcomes(views: _Views, days: int) -> tuple[list[DayOutcome], dict[str, int]]:
+    """The outcomes per day of the last ``days`` days with jobs, and the totals of all days."""
+    counts = ", ".join(f"SUM({name})" for name in OUTCOMES)
+    daily = views.query(
+        f"SELECT day, {counts} FROM {{job_outcomes_daily}} "
+        f"WHERE day > (SELECT MAX(day) FROM {{job_outcomes_daily}}) - {int(days)} "
+        "GROUP BY day ORDER BY day"
+    )
+    total_row = views.query(f"SELECT {counts} FROM {{job_outcomes_daily}}")[0]
+    totals = {name: int(value or 0) for name, value in zip(OUTCOMES, total_row, strict=True)}
+    return _every_day(daily), totals
+
+
+def _durations(views: _Views) -> list[Duration]:
+    org = views.organization_label
+    return [
+        Duration(str(row[0]), str(row[1]), int(row[2]), *map(float, row[3:]))
+        for row in views.query(
+            f"SELECT {org('job_duration_percentiles')}, COALESCE(type_name, 'no type'), jobs, "
+            "p50_hours, p90_hours, p95_hours, max_hours FROM {job_duration_percentiles} "
+            "ORDER BY 1, type"
+        )
+    ]
+
+
+def _freshness(
+    views: _Views, stale_after_hours: float | None
+) -> tuple[list[Freshness], float | None]:
+    """Each organization's last good backup; and the views' own threshold when none was given."""
+    org = views.organization_label
+    freshness = views.query(
+        f"SELECT {org('backup_freshness')}, last_successful_backup_at, hours_since_success, "
+        "last_success_had_exceptions, stale, stale_after_hours FROM {backup_freshness} "
+        "ORDER BY 1"
+    )
+    shown = float(freshness[0][5]) if stale_after_hours is None and freshness else None
+    rows = [
+        Freshness(
+            organization=str(label),
+            last_success=last,
+            hours_since=hours,
+            had_exceptions=had_exceptions,
+            # An explicit threshold overrides the one written into the view.
+            stale=bool(stale)
+            if stale_after_hours is None
+            else hours is None or hours > stale_after_hours,
+        )
+        for label, last, hours, had_exceptions, stale, _ in freshness
+    ]
+    return rows, shown
+
+
+def _failures(views: _Views, max_failures: int) -> tuple[list[Failure], int]:
+    """The newest ``max_failures`` failures, and how many there are in all."""
+    org = views.organization_label
+    failures = [
+        Failure(*row)
+        for row in views.query(
+            f"SELECT job_id, start_time, {org('job_failures')}, COALESCE(type_name, ''), "
+            "COALESCE(status_name, ''), failed_entity, failed_record, warning_record, "
+            "duration_hours FROM {job_failures} "
+            f"ORDER BY start_time DESC, job_id DESC LIMIT {int(max_failures)}"
+        )
+    ]
+    return failures, int(views.query("SELECT COUNT(*) FROM {job_failures}")[0][0])
 
 
 def _run_log(con: duckdb.DuckDBPyConnection, dataset: str) -> tuple[datetime | None, int]:
